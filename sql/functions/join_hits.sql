@@ -1,0 +1,16 @@
+-- Function simsearch_join_hits(service_id, query_no[], embedding_id[], dist[]):
+-- joins kNN hits (one row per query number, embedding id and distance, as parallel arrays) to the
+-- stored images. Hits whose embedding or image is gone (deleted since the index was built) drop out.
+-- Rows come back per query, nearest first.
+-- Example: SELECT * FROM simsearch_join_hits(1, ARRAY[0,0], ARRAY[17,42]::bigint[], ARRAY[0.1,0.3]::real[]);
+CREATE OR REPLACE FUNCTION simsearch_join_hits(
+    p_service_id integer, p_query integer[], p_embedding_id bigint[], p_dist real[])
+RETURNS TABLE (query_no integer, embedding_id bigint, dist real, image_id bigint, roi_id bigint, uri text,
+               width integer, height integer, sha256 text, metadata jsonb)
+LANGUAGE sql STABLE PARALLEL SAFE AS $$
+    SELECT h.q, e.id, h.d, i.id, e.roi_id, i.uri, i.width, i.height, i.sha256, i.metadata
+    FROM unnest(p_query, p_embedding_id, p_dist) AS h(q, eid, d)
+    JOIN embedding e ON e.id = h.eid AND e.service_id = p_service_id
+    JOIN image i ON i.id = e.image_id
+    ORDER BY h.q, h.d, e.id
+$$;

@@ -1,0 +1,87 @@
+"""Typed wrapper over FAISS: build from (ids, vectors), save, load, search; distances as reported."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import faiss
+import numpy as np
+
+from simsearch.errors import BadInput
+
+_ADD_CHUNK = 65536  # add in chunks: bounded temporary memory inside faiss
+
+
+def faiss_metric(metric: str) -> int:
+    # cosine: vectors are stored L2-normalised, so inner product is the cosine
+    return int(faiss.METRIC_INNER_PRODUCT if metric == "cosine" else faiss.METRIC_L2)
+
+
+def reported_distance(raw: np.ndarray, metric: str, dim: int) -> np.ndarray:
+    """FAISS's raw scores -> the distance we report, whichever index answered:
+    l2: Σ(q−x)²/D (DeepDetect's FAISS convention); cosine: sqrt(2 − 2·cos) (its Annoy convention)."""
+    raw = raw.astype(np.float32, copy=False)
+    if metric == "cosine":
+        return np.sqrt(np.maximum(0.0, 2.0 - 2.0 * raw)).astype(np.float32)
+    return np.maximum(0.0, raw / np.float32(dim)).astype(np.float32)
+
+
+def new_index(dim: int, metric: str, index_type: str) -> faiss.Index:
+    try:
+        index = faiss.index_factory(dim, index_type, faiss_metric(metric))
+    except RuntimeError as exc:
+        raise BadInput("index_type", f"{index_type!r} is not a FAISS index_factory string "
+                       f"(e.g. Flat, IVF256,Flat, IVF1024,SQ8, HNSW32): {str(exc).splitlines()[-1][:200]}") from exc
+    try:
+        faiss.extract_index_ivf(index)  # IVF indexes store ids themselves
+    except RuntimeError:
+        index = faiss.IndexIDMap2(index)
+    return index
+
+
+def build(ids: np.ndarray, vectors: np.ndarray, *, metric: str, index_type: str,
+          train_sample: np.ndarray | None = None) -> faiss.Index:
+    """A trained index holding `vectors` under `ids` (the embedding ids)."""
+    index = new_index(vectors.shape[1], metric, index_type)
+    if not index.is_trained:
+        sample = train_sample if train_sample is not None else vectors
+        try:
+            index.train(np.ascontiguousarray(sample, dtype=np.float32))
+        except RuntimeError as exc:
+            raise BadInput("index_type", f"cannot train {index_type} on {len(sample)} vectors: "
+                           f"{str(exc).splitlines()[-1][:200]}") from exc
+    for start in range(0, len(ids), _ADD_CHUNK):
+        stop = start + _ADD_CHUNK
+        index.add_with_ids(np.ascontiguousarray(vectors[start:stop]), np.ascontiguousarray(ids[start:stop]))
+    return index
+
+
+def save(index: faiss.Index, path: Path) -> None:
+    """Write atomically: a reader never sees a half-written file."""
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    faiss.write_index(index, str(tmp))
+    with tmp.open("rb") as fh:
+        os.fsync(fh.fileno())
+    tmp.replace(path)
+
+
+def load(path: Path) -> faiss.Index:
+    return faiss.read_index(str(path))
+
+
+def search(index: faiss.Index, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Raw (distances, ids), each (nq, k); ids are -1 where the index has fewer than k vectors."""
+    k = max(1, min(k, int(index.ntotal))) if index.ntotal else 1
+    distances, ids = index.search(np.ascontiguousarray(queries, dtype=np.float32), k)
+    return distances, ids
+
+
+def exact_search(vectors: np.ndarray, queries: np.ndarray, k: int, metric: str) -> tuple[np.ndarray, np.ndarray]:
+    """Brute force over a (small) set of vectors: returns raw (distances, positions)."""
+    if len(vectors) == 0:
+        return np.empty((len(queries), 0), np.float32), np.empty((len(queries), 0), np.int64)
+    k = min(k, len(vectors))
+    distances, positions = faiss.knn(np.ascontiguousarray(queries, dtype=np.float32),
+                                     np.ascontiguousarray(vectors), k, metric=faiss_metric(metric))
+    return distances, positions

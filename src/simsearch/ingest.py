@@ -1,0 +1,128 @@
+"""Ingest ("index" in DeepDetect's words): sources -> decode -> extract -> one transaction per batch.
+
+Decoding and preprocessing of the next batch, and the database write of the previous one, run in
+threads beside the model's forward pass (OpenCV, torch and psycopg release the GIL), so the
+pipeline runs at close to the model's own speed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from itertools import islice
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from sqlalchemy import Connection, Engine
+
+from simsearch import store
+from simsearch.errors import BadInput
+from simsearch.input import Source, decode_image, iter_sources, probe_image
+from simsearch.models import Extractor
+from simsearch.store import NewImage, ServiceRecord
+
+MAX_FILE_BYTES = 256 << 20
+
+
+@dataclass(slots=True)
+class IngestReport:
+    indexed: int = 0
+    skipped: int = 0
+    skipped_uris: list[str] = field(default_factory=list)
+    image_ids: dict[str, int] = field(default_factory=dict)  # stored uri -> image id
+
+
+@dataclass(slots=True)
+class _Batch:
+    images: list[NewImage]
+    pixels: torch.Tensor | None
+    skipped: list[str]
+
+
+def _prepare(sources: Sequence[Source], extractor: Extractor, max_pixels: int,
+             metadata: dict[str, dict[str, Any]]) -> _Batch:
+    images, arrays, skipped = [], [], []
+    for source in sources:
+        field_name = f"data[{source.position}]"
+        try:
+            decoded = decode_image(source.read(max_bytes=MAX_FILE_BYTES), max_pixels=max_pixels, field=field_name)
+        except BadInput as exc:
+            if source.explicit:
+                raise BadInput(exc.field, f"{source.uri}: {exc.reason}") from exc
+            skipped.append(source.uri)  # a file in a directory that is not an image
+            continue
+        images.append(NewImage(uri=source.uri, sha256=decoded.sha256, width=decoded.width, height=decoded.height,
+                               metadata=metadata.get(source.uri, {})))
+        arrays.append(decoded.rgb)
+    return _Batch(images=images, pixels=extractor.preprocess(arrays) if arrays else None, skipped=skipped)
+
+
+def _batches(sources: Iterator[Source], size: int) -> Iterator[list[Source]]:
+    while batch := list(islice(sources, size)):
+        yield batch
+
+
+def _write(conn: Connection, service: ServiceRecord, images: list[NewImage], vectors: np.ndarray) -> dict[str, int]:
+    ids = store.upsert_images(conn, images)
+    latest = {img.uri: i for i, img in enumerate(images)}  # the same uri twice: the last one wins
+    store.replace_image_vectors(conn, service.id, [ids[uri] for uri in latest], vectors[list(latest.values())])
+    return ids
+
+
+def ingest(engine: Engine, service: ServiceRecord, extractor: Extractor, data: Sequence[str], *,
+           roots: Sequence[Path], max_pixels: int, batch_size: int = 32, atomic: bool = False,
+           metadata: dict[str, dict[str, Any]] | None = None,
+           on_batch: Callable[[int], None] | None = None) -> IngestReport:
+    """Index images named by `data` (files, directories, base64) into `service`.
+
+    Every explicit item is checked before anything is written. `atomic=True` writes the whole call in
+    one transaction (an API request); otherwise each batch commits on its own (a large folder).
+    `on_batch(n)` is called after each batch with the number of sources it consumed.
+    """
+    if extractor.dim != service.dim:
+        raise BadInput("service", f"the model makes {extractor.dim}-d vectors but {service.name} stores {service.dim}-d")
+    def check(source: Source) -> None:
+        field_name = f"data[{source.position}]"
+        try:
+            probe_image(source.head(), max_pixels=max_pixels, field=field_name)
+        except OSError as exc:
+            raise BadInput(field_name, f"could not read {source.uri}: {exc}") from exc
+        except BadInput as exc:
+            raise BadInput(field_name, f"{source.uri}: {exc.reason}") from exc
+
+    sources = iter_sources(data, roots=roots, check=check)
+    report = IngestReport()
+    meta = metadata or {}
+    with ThreadPoolExecutor(1, thread_name_prefix="decode") as decoder, \
+            ThreadPoolExecutor(1, thread_name_prefix="write") as writer, engine.connect() as conn:
+        transaction = conn.begin()
+        try:
+            pending_write: Future[dict[str, int]] | None = None
+            batches: Iterable[list[Source]] = _batches(sources, batch_size)
+            upcoming = [decoder.submit(_prepare, b, extractor, max_pixels, meta) for b in islice(batches, 1)]
+            while upcoming:
+                batch = upcoming.pop().result()
+                upcoming = [decoder.submit(_prepare, b, extractor, max_pixels, meta) for b in islice(batches, 1)]
+                vectors = extractor.forward(batch.pixels) if batch.pixels is not None else None
+                if pending_write is not None:
+                    report.image_ids.update(pending_write.result())
+                    if not atomic:
+                        transaction.commit()
+                        transaction = conn.begin()
+                pending_write = writer.submit(_write, conn, service, batch.images, vectors) if vectors is not None \
+                    else None
+                report.indexed += len(batch.images)
+                report.skipped += len(batch.skipped)
+                report.skipped_uris.extend(batch.skipped)
+                if on_batch is not None:
+                    on_batch(len(batch.images) + len(batch.skipped))
+            if pending_write is not None:
+                report.image_ids.update(pending_write.result())
+            transaction.commit()
+        except BaseException:
+            transaction.rollback()
+            raise
+    return report

@@ -1,0 +1,130 @@
+"""Turn the strings a user gives (paths, directories, base64) into sources of image bytes.
+
+Every explicitly named item is checked before the first source is yielded, so a bad item fails the
+whole call before anything is written; directories are walked lazily, in sorted order, so a folder of
+any size streams in bounded memory.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import os
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from simsearch.errors import BadInput
+
+_BASE64_CHARS = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/=\n\r")
+
+
+@dataclass(frozen=True, slots=True)
+class Source:
+    """One image to read. `uri` is what gets stored; `explicit` is False for files found in a directory
+    (those are skipped when they do not decode, while an explicit one is an error)."""
+
+    uri: str
+    position: int
+    explicit: bool
+    path: Path | None = None
+    content: bytes | None = None
+
+    def head(self, size: int = 64 << 10) -> bytes:
+        """The first bytes: enough for an image header."""
+        if self.content is not None:
+            return self.content[:size]
+        assert self.path is not None
+        with self.path.open("rb") as fh:
+            return fh.read(size)
+
+    def read(self, *, max_bytes: int) -> bytes:
+        if self.content is not None:
+            return self.content
+        assert self.path is not None
+        try:
+            size = self.path.stat().st_size
+            if size > max_bytes:
+                raise BadInput(f"data[{self.position}]", f"{self.uri}: file is {size} bytes, the limit is {max_bytes}")
+            return self.path.read_bytes()
+        except OSError as exc:
+            raise BadInput(f"data[{self.position}]", f"could not read {self.uri}: {exc.strerror or exc}") from exc
+
+
+def _under_roots(path: Path, roots: Sequence[Path]) -> bool:
+    return any(path.is_relative_to(root) for root in roots)
+
+
+def _decode_base64(item: str) -> bytes | None:
+    if not item or not frozenset(item.encode("ascii", "replace")) <= _BASE64_CHARS:
+        return None
+    try:
+        raw = base64.b64decode(item, validate=False)
+    except (binascii.Error, ValueError):
+        return None
+    return raw or None
+
+
+def _resolve(item: str, position: int, roots: Sequence[Path]) -> Source | Path:
+    field = f"data[{position}]"
+    lowered = item[:10].lower()
+    if lowered.startswith(("http://", "https://")):
+        raise BadInput(field, f"URL fetching is disabled: {item[:200]}")
+    if lowered.startswith("file://"):
+        raise BadInput(field, "file:// URLs are refused; give the path itself")
+    if item and os.path.lexists(item):
+        resolved = Path(item).resolve()
+        if not _under_roots(resolved, roots):
+            allowed = ":".join(str(r) for r in roots)
+            raise BadInput(field, f"{item} is outside the allowed data roots ({allowed}); set SIMSEARCH_DATA_ROOTS")
+        if resolved.is_dir():
+            return Path(item)
+        if not resolved.is_file():
+            raise BadInput(field, f"{item} is not a regular file")
+        if not os.access(resolved, os.R_OK):
+            raise BadInput(field, f"{item} is not readable")
+        return Source(uri=item, position=position, explicit=True, path=resolved)
+    content = _decode_base64(item)
+    if content is None:
+        shown = item if len(item) <= 200 else item[:200] + "..."
+        raise BadInput(field, f"Could not read image(s): {shown} (no such file or directory, and not base64 image bytes)")
+    uri = "sha256:" + hashlib.sha256(content).hexdigest()
+    return Source(uri=uri, position=position, explicit=True, content=content)
+
+
+def _walk(directory: Path, position: int, roots: Sequence[Path]) -> Iterator[Source]:
+    for dirpath, dirnames, filenames in os.walk(directory, followlinks=False):
+        dirnames.sort()
+        for name in sorted(filenames):
+            path = Path(dirpath) / name
+            resolved = path.resolve()
+            # A link inside a root may point outside it: such files are not read (and not counted as images).
+            if resolved.is_file() and _under_roots(resolved, roots):
+                yield Source(uri=str(path), position=position, explicit=False, path=resolved)
+
+
+def iter_sources(items: Sequence[str], *, roots: Sequence[Path],
+                 check: Callable[[Source], None] | None = None) -> Iterator[Source]:
+    """Yield a source per explicit file or base64 string and per file inside each directory.
+
+    Raises `BadInput` naming `data[i]` for the first unusable item, before yielding anything;
+    `check` is called on each explicit source during that first pass (e.g. an image header probe).
+    """
+    if not items:
+        raise BadInput("data", "missing data: give at least one file, directory or base64 image")
+    resolved_roots = [Path(root).resolve() for root in roots]
+    resolved = [_resolve(item, i, resolved_roots) for i, item in enumerate(items)]
+    if check is not None:
+        for entry in resolved:
+            if isinstance(entry, Source):
+                check(entry)
+
+    def generate() -> Iterator[Source]:
+        for i, entry in enumerate(resolved):
+            if isinstance(entry, Source):
+                yield entry
+            else:
+                yield from _walk(entry, i, resolved_roots)
+
+    return generate()

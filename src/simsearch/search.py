@@ -1,0 +1,65 @@
+"""Search: query vectors -> index kNN + exact kNN over vectors newer than the index -> one SQL join."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+from sqlalchemy import Engine
+
+from simsearch import store
+from simsearch.errors import BadInput
+from simsearch.index import LoadedIndex, faiss_index
+from simsearch.models import Extractor
+from simsearch.store import Hit, ServiceRecord
+
+
+def _candidates(index: LoadedIndex | None, tail: store.VectorSet, queries: np.ndarray, k_index: int, k: int,
+                metric: str) -> tuple[np.ndarray, np.ndarray]:
+    """(ids, reported distances) per query, sorted by distance; -1 ids pad missing slots."""
+    parts_ids, parts_dist = [], []
+    if index is not None and index.index.ntotal:
+        raw, ids = faiss_index.search(index.index, queries, k_index)
+        parts_ids.append(ids)
+        parts_dist.append(faiss_index.reported_distance(raw, metric, queries.shape[1]))
+    if len(tail):
+        raw, positions = faiss_index.exact_search(tail.vectors, queries, k, metric)
+        parts_ids.append(np.where(positions >= 0, tail.ids[np.maximum(positions, 0)], -1))
+        parts_dist.append(faiss_index.reported_distance(raw, metric, queries.shape[1]))
+    if not parts_ids:
+        return np.full((len(queries), 0), -1, np.int64), np.empty((len(queries), 0), np.float32)
+    ids = np.concatenate(parts_ids, axis=1)
+    dist = np.concatenate(parts_dist, axis=1)
+    dist = np.where(ids >= 0, dist, np.inf)
+    order = np.argsort(dist, axis=1, kind="stable")
+    return np.take_along_axis(ids, order, axis=1), np.take_along_axis(dist, order, axis=1)
+
+
+def search_vectors(engine: Engine, service: ServiceRecord, index: LoadedIndex | None, queries: np.ndarray,
+                   k: int) -> list[list[Hit]]:
+    """The k nearest stored items per query vector, joined with their image metadata.
+
+    Vectors added since the index was built are searched exactly and merged in; rows deleted since
+    are filtered by the join, and the index is asked again for more when that left fewer than k.
+    """
+    if k < 1:
+        raise BadInput("k", f"must be at least 1, got {k}")
+    if queries.ndim != 2 or queries.shape[1] != service.dim:
+        raise BadInput("vector", f"query vectors must have dimension {service.dim}, got {queries.shape[-1]}")
+    queries = np.ascontiguousarray(queries, dtype=np.float32)
+    watermark = index.build.watermark if index is not None else 0
+    with engine.connect() as conn:
+        tail = store.read_service_vectors(conn, service.id, service.dim, after_id=watermark)
+        k_index = k
+        while True:
+            ids, dist = _candidates(index, tail, queries, k_index, k, service.metric)
+            hits = store.join_hits(conn, service.id, ids, dist.astype(np.float32))
+            index_total = index.index.ntotal if index is not None else 0
+            if all(len(h) >= k for h in hits) or k_index >= index_total:
+                return [h[:k] for h in hits]
+            k_index = min(2 * k_index + 8, index_total)  # rows were deleted since the build: ask for more
+
+
+def search_images(engine: Engine, service: ServiceRecord, extractor: Extractor, index: LoadedIndex | None,
+                  images: Sequence[np.ndarray], k: int) -> list[list[Hit]]:
+    return search_vectors(engine, service, index, extractor.embed(images), k)

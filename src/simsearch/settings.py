@@ -1,0 +1,64 @@
+"""One settings object, read from the environment. Only `cli` (and later `api`) read it."""
+
+from __future__ import annotations
+
+import os
+from functools import lru_cache
+from pathlib import Path
+from typing import Annotated, Any
+
+import platformdirs
+from pydantic import AliasChoices, Field, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+
+def _default_home() -> Path:
+    # The embedded server runs as a separate `pgserver` user when we are root, and pgserver makes every
+    # parent of its data directory traversable: keep it out of /root.
+    if os.name != "nt" and os.geteuid() == 0:
+        return Path("/var/lib/simsearch")
+    return platformdirs.user_data_path("simsearch")
+
+
+class Settings(BaseSettings):
+    """simsearch configuration; every field is read from `SIMSEARCH_<NAME>` unless said otherwise."""
+
+    model_config = SettingsConfigDict(env_prefix="SIMSEARCH_", extra="ignore")
+
+    database_url: str | None = Field(
+        default=None, validation_alias=AliasChoices("DATABASE_URL", "SIMSEARCH_DATABASE_URL")
+    )
+    """Postgres (>= 15, with pgvector) to use, e.g. postgresql://user:pw@host/db (env `DATABASE_URL`).
+    Unset: an embedded PostgreSQL 18 + pgvector is started under `home`."""
+
+    home: Path = Field(default_factory=_default_home)
+    """Folder for the embedded database (`pgdata/`) and the index files (`indexes/`)."""
+
+    data_roots: Annotated[list[Path], NoDecode] = Field(default_factory=lambda: [Path.cwd()])
+    """Directories input files may be read from, separated by `:` (default: the current directory)."""
+
+    max_pixels: int = Field(default=50_000_000, gt=0)
+    """Largest image accepted, in pixels (width x height), checked before decoding."""
+
+    batch_size: int = Field(default=32, gt=0)
+    """Images per model batch and per database transaction when indexing."""
+
+    @field_validator("data_roots", mode="before")
+    @classmethod
+    def _split_roots(cls, value: Any) -> Any:  # noqa: ANN401 - pydantic hands us the raw value
+        if isinstance(value, str):
+            return [Path(part) for part in value.split(":") if part]
+        return value
+
+    @property
+    def pgdata(self) -> Path:
+        return self.home / "pgdata"
+
+    @property
+    def index_dir(self) -> Path:
+        return self.home / "indexes"
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()

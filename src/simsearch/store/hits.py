@@ -1,0 +1,31 @@
+"""Join kNN hits to image metadata in one query, through the sql/ function simsearch_join_hits."""
+
+from __future__ import annotations
+
+import numpy as np
+from sqlalchemy import Connection, text
+
+from simsearch.store.records import Hit
+
+_JOIN = text(
+    "SELECT * FROM simsearch_join_hits(CAST(:sid AS integer), CAST(:q AS integer[]), CAST(:ids AS bigint[]), "
+    "CAST(:dists AS real[]))"
+)
+
+
+def join_hits(conn: Connection, service_id: int, ids: np.ndarray, dists: np.ndarray) -> list[list[Hit]]:
+    """ids/dists: (nq, k) arrays, -1 ids for missing hits. Returns per query the hits still stored,
+    nearest first; hits whose rows are gone are dropped (the caller asks for more than k)."""
+    nq = ids.shape[0]
+    valid = ids >= 0
+    query_no = np.broadcast_to(np.arange(nq)[:, None], ids.shape)[valid]
+    out: list[list[Hit]] = [[] for _ in range(nq)]
+    if not valid.any():
+        return out
+    rows = conn.execute(_JOIN, {"sid": service_id, "q": query_no.tolist(), "ids": ids[valid].tolist(),
+                                "dists": dists[valid].astype(np.float64).tolist()})
+    for row in rows:
+        out[row.query_no].append(Hit(embedding_id=row.embedding_id, dist=float(row.dist), image_id=row.image_id,
+                                     roi_id=row.roi_id, uri=row.uri, width=row.width, height=row.height,
+                                     sha256=row.sha256, metadata=row.metadata))
+    return out

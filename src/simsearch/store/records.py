@@ -1,0 +1,71 @@
+"""Plain records the store hands to the layers above (no ORM objects leave the store)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from simsearch.models import ModelSpec
+
+
+@dataclass(frozen=True, slots=True)
+class ServiceRecord:
+    id: int
+    name: str
+    kind: str
+    model: str
+    weights: str
+    layer: str
+    input_size: int
+    metric: str
+    dim: int
+    index_settings: dict[str, Any]
+    description: str
+    params: dict[str, Any]
+    created_at: datetime
+
+    @property
+    def spec(self) -> ModelSpec:
+        """The model that makes this service's vectors."""
+        metric = "cosine" if self.metric == "cosine" else "l2"
+        return ModelSpec(model=self.model, weights=self.weights, layer=self.layer, size=self.input_size, metric=metric)
+
+
+@dataclass(frozen=True, slots=True)
+class BuildRecord:
+    id: int  # the generation
+    service_id: int
+    backend: str
+    index_type: str
+    params: dict[str, Any]
+    vector_count: int
+    watermark: int
+    path: str | None
+    status: str
+    timings: dict[str, Any]
+    error: str | None
+    started_at: datetime
+    finished_at: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class NewImage:
+    uri: str
+    sha256: str
+    width: int
+    height: int
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class Hit:
+    embedding_id: int
+    dist: float
+    image_id: int
+    roi_id: int | None
+    uri: str
+    width: int
+    height: int
+    sha256: str
+    metadata: dict[str, Any]
