@@ -94,14 +94,20 @@ def _resolve(item: str, position: int, roots: Sequence[Path]) -> Source | Path:
 
 
 def _walk(directory: Path, position: int, roots: Sequence[Path]) -> Iterator[Source]:
-    for dirpath, dirnames, filenames in os.walk(directory, followlinks=False):
-        dirnames.sort()
-        for name in sorted(filenames):
-            path = Path(dirpath) / name
-            resolved = path.resolve()
-            # A link inside a root may point outside it: such files are not read (and not counted as images).
-            if resolved.is_file() and _under_roots(resolved, roots):
-                yield Source(uri=str(path), position=position, explicit=False, path=resolved)
+    """Files under `directory`, depth first, entries sorted by name at every level."""
+    try:
+        entries = sorted(os.scandir(directory), key=lambda e: e.name)
+    except OSError:
+        return
+    for entry in entries:
+        path = Path(entry.path)
+        if entry.is_dir(follow_symlinks=False):
+            yield from _walk(path, position, roots)
+            continue
+        resolved = path.resolve()
+        # A link inside a root may point outside it: such files are not read.
+        if resolved.is_file() and _under_roots(resolved, roots):
+            yield Source(uri=str(path), position=position, explicit=False, path=resolved)
 
 
 def iter_sources(items: Sequence[str], *, roots: Sequence[Path],

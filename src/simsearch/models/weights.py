@@ -13,7 +13,7 @@ from typing import Any
 import torch
 from torchvision.models import get_model_weights
 
-from simsearch.errors import BadInput, Unavailable
+from simsearch.errors import BadInput
 
 # Weights files that install from the package registry (see README, "Offline models"): the file name of
 # torchvision's own download URL -> (package, sub-folder). The files are byte-identical to torchvision's.
@@ -99,7 +99,8 @@ def load_state_dict(model: str, weights: str) -> dict[str, torch.Tensor]:
     try:
         downloaded: dict[str, torch.Tensor] = chosen.get_state_dict(progress=True, check_hash=True)
     except Exception as exc:
-        raise Unavailable(
+        raise BadInput(
+            "weights",
             f"could not download the {weights} weights of {model} from {chosen.url} ({exc}). "
             f"Remedies: give a local state_dict file (--weights /path/to/file.pth), put the file in "
             f"{Path(torch.hub.get_dir()) / 'checkpoints'}, or allow network access to download.pytorch.org"

@@ -1,0 +1,96 @@
+"""Fixtures: one real PostgreSQL (embedded, or DATABASE_URL) per session, a fresh database per module,
+migrated with Alembic; real models with seeded random weights; images drawn in the test."""
+
+from __future__ import annotations
+
+import os
+import re
+import tempfile
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import cv2
+import numpy as np
+import psycopg
+import pytest
+from sqlalchemy import Engine
+from sqlalchemy.engine import make_url
+
+from simsearch import services, store
+from simsearch.store import ServiceRecord
+
+
+@pytest.fixture(scope="session")
+def server_url() -> Iterator[str]:
+    """Admin URL of the Postgres server the tests use."""
+    if url := os.environ.get("TEST_DATABASE_URL"):
+        yield url
+        return
+    with tempfile.TemporaryDirectory(prefix="simsearch-test-pg-") as tmp:
+        os.chmod(tmp, 0o755)  # the embedded server runs as user `pgserver` when we are root
+        yield store.embedded_postgres(Path(tmp) / "pgdata", database="postgres")
+
+
+def _fresh_database(server_url: str, name: str) -> str:
+    with psycopg.connect(server_url, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        conn.execute(f'CREATE DATABASE "{name}"')
+    parsed = make_url(store.db.sqlalchemy_url(server_url)).set(database=name)
+    return parsed.render_as_string(hide_password=False)
+
+
+@pytest.fixture(scope="module")
+def database_url(server_url: str, request: pytest.FixtureRequest) -> str:
+    """A new, empty database for this test module (not migrated)."""
+    name = "t_" + re.sub(r"\W", "_", request.module.__name__.rsplit(".", 1)[-1])[:40] + "_" + uuid.uuid4().hex[:6]
+    return _fresh_database(server_url, name)
+
+
+@pytest.fixture(scope="module")
+def engine(database_url: str) -> Iterator[Engine]:
+    """An engine on this module's database, migrated to head with Alembic."""
+    eng = store.make_engine(database_url)
+    store.upgrade(eng)
+    yield eng
+    eng.dispose()
+
+
+@pytest.fixture
+def data_dir(tmp_path: Path) -> Path:
+    folder = tmp_path / "data"
+    folder.mkdir()
+    return folder
+
+
+def draw_image(seed: int, size: tuple[int, int] = (96, 128)) -> np.ndarray:
+    """A distinct RGB picture per seed: coloured rectangles and circles on a gradient."""
+    rng = np.random.default_rng(seed)
+    h, w = size
+    image = np.zeros((h, w, 3), np.uint8)
+    image[:] = np.linspace(0, 255, w, dtype=np.uint8)[None, :, None] * rng.random(3)[None, None, :]
+    for _ in range(6):
+        color = tuple(int(c) for c in rng.integers(0, 255, 3))
+        x, y = int(rng.integers(0, w)), int(rng.integers(0, h))
+        if rng.random() < 0.5:
+            cv2.rectangle(image, (x, y), (x + int(rng.integers(8, 40)), y + int(rng.integers(8, 40))), color, -1)
+        else:
+            cv2.circle(image, (x, y), int(rng.integers(5, 25)), color, -1)
+    return image
+
+
+def write_image(path: Path, rgb: np.ndarray) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    assert cv2.imwrite(str(path), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+    return path
+
+
+def make_folder(folder: Path, count: int, *, start: int = 0, ext: str = ".png") -> list[Path]:
+    return [write_image(folder / f"img{start + i:03d}{ext}", draw_image(start + i)) for i in range(count)]
+
+
+def new_service(engine: Engine, *, model: str = "resnet18", metric: str = "l2", size: int = 64,
+                index_type: str = "Flat") -> ServiceRecord:
+    """A service with seeded random weights (offline); small input size keeps tests fast."""
+    return services.create_service(engine, f"svc_{uuid.uuid4().hex[:8]}", model=model, weights="none",
+                                   size=size, metric=metric, index_type=index_type)

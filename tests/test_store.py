@@ -1,0 +1,92 @@
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.migration import MigrationContext
+from sqlalchemy import Engine, text
+from sqlalchemy.exc import IntegrityError
+
+from simsearch import store
+from simsearch.errors import Conflict, NotFound
+from simsearch.store import NewImage
+from simsearch.store.tables import Base
+
+
+def _service(engine: Engine, name: str, dim: int = 8) -> store.ServiceRecord:
+    with engine.begin() as conn:
+        return store.create_service(conn, name=name, model="resnet18", weights="none", layer="flatten",
+                                    input_size=64, metric="l2", dim=dim)
+
+
+def test_models_match_the_migrated_schema(engine: Engine) -> None:
+    with engine.connect() as conn:
+        diff = compare_metadata(MigrationContext.configure(conn), Base.metadata)
+    assert diff == []
+
+
+def test_migrations_round_trip(database_url: str) -> None:
+    eng = store.make_engine(database_url)
+    store.upgrade(eng)
+    assert store.db.current_revision(eng) == "0001"
+    store.db.downgrade(eng, "base")
+    with eng.connect() as conn:
+        assert conn.execute(text("SELECT to_regclass('embedding')")).scalar() is None
+        assert conn.execute(text("SELECT to_regclass('image_objects')")).scalar() is None
+    store.upgrade(eng)
+    with eng.connect() as conn:
+        assert conn.execute(text("SELECT count(*) FROM image_objects")).scalar() == 0
+    eng.dispose()
+
+
+def test_binary_copy_round_trips_vectors_exactly(engine: Engine) -> None:
+    svc = _service(engine, "copy", dim=33)
+    rng = np.random.default_rng(0)
+    vectors = rng.standard_normal((300, 33)).astype(np.float32)
+    with engine.begin() as conn:
+        ids = store.upsert_images(conn, [NewImage(f"copy-{i}", "0" * 64, 1, 1) for i in range(300)])
+        store.replace_image_vectors(conn, svc.id, [ids[f"copy-{i}"] for i in range(300)], vectors)
+    with engine.connect() as conn:
+        got = store.read_service_vectors(conn, svc.id, 33)
+        tail = store.read_service_vectors(conn, svc.id, 33, after_id=int(got.ids[99]))
+    assert len(got) == 300 and np.all(np.diff(got.ids) > 0)
+    np.testing.assert_array_equal(got.vectors, vectors)
+    np.testing.assert_array_equal(tail.vectors, vectors[100:])
+
+
+def test_one_whole_image_vector_per_service_and_image(engine: Engine) -> None:
+    svc = _service(engine, "uniq")
+    with engine.begin() as conn:
+        ids = store.upsert_images(conn, [NewImage("uniq-0", "0" * 64, 1, 1)])
+        store.replace_image_vectors(conn, svc.id, [ids["uniq-0"]], np.ones((1, 8), np.float32))
+    # NULLS NOT DISTINCT: a second whole-image row (roi_id null) for the same pair is refused.
+    with pytest.raises(IntegrityError, match="uq_embedding"), engine.begin() as conn:
+        conn.execute(text("INSERT INTO embedding (service_id, image_id, vector) VALUES (:s, :i, '[1,2,3]')"),
+                     {"s": svc.id, "i": ids["uniq-0"]})
+
+
+def test_deleting_an_image_cascades_to_its_vectors(engine: Engine) -> None:
+    svc = _service(engine, "cascade")
+    with engine.begin() as conn:
+        ids = store.upsert_images(conn, [NewImage(f"cas-{i}", "0" * 64, 1, 1) for i in range(2)])
+        store.replace_image_vectors(conn, svc.id, list(ids.values()), np.ones((2, 8), np.float32))
+        assert store.delete_images(conn, [ids["cas-0"]]) == 1
+        assert store.count_vectors(conn, svc.id) == 1
+
+
+def test_service_names_are_unique_and_lookups_say_what_to_do(engine: Engine) -> None:
+    _service(engine, "dupe")
+    with pytest.raises(Conflict, match="already exists"), engine.begin() as conn:
+        store.create_service(conn, name="dupe", model="m", weights="none", layer="x", input_size=1, metric="l2", dim=1)
+    with pytest.raises(NotFound, match="simsearch service create"), engine.connect() as conn:
+        store.get_service(conn, "nope")
+
+
+def test_metadata_is_merged_on_reindex(engine: Engine) -> None:
+    with engine.begin() as conn:
+        first = store.upsert_images(conn, [NewImage("meta-0", "a" * 64, 1, 1, {"label": "cat", "n": 1})])
+        second = store.upsert_images(conn, [NewImage("meta-0", "b" * 64, 2, 3, {"n": 2})])
+        row = conn.execute(text("SELECT sha256, width, height, metadata FROM image WHERE id = :i"),
+                           {"i": first["meta-0"]}).one()
+    assert first == second
+    assert tuple(row) == ("b" * 64, 2, 3, {"label": "cat", "n": 2})
