@@ -89,8 +89,16 @@ def make_folder(folder: Path, count: int, *, start: int = 0, ext: str = ".png") 
     return [write_image(folder / f"img{start + i:03d}{ext}", draw_image(start + i)) for i in range(count)]
 
 
-def new_service(engine: Engine, *, model: str = "resnet18", metric: str = "l2", size: int = 64,
-                index_type: str = "Flat") -> ServiceRecord:
+def new_service(
+    engine: Engine, *, model: str = "resnet18", metric: str = "l2", size: int = 64, index_type: str = "Flat"
+) -> ServiceRecord:
     """A service with seeded random weights (offline); small input size keeps tests fast."""
-    return services.create_service(engine, f"svc_{uuid.uuid4().hex[:8]}", model=model, weights="none",
-                                   size=size, metric=metric, index_type=index_type)
+    return services.create_service(
+        engine,
+        f"svc_{uuid.uuid4().hex[:8]}",
+        model=model,
+        weights="none",
+        size=size,
+        metric=metric,
+        index_type=index_type,
+    )

@@ -6,12 +6,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from tests.conftest import draw_image
 from torchvision import models as tv_models
 
 from simsearch.errors import BadInput
 from simsearch.models import ModelSpec, load_extractor, resolve_weights
 from simsearch.models.weights import load_state_dict
-from tests.conftest import draw_image
 
 IMAGES = [draw_image(i) for i in range(3)]
 
@@ -19,7 +19,8 @@ IMAGES = [draw_image(i) for i in range(3)]
 def test_random_weights_are_the_same_in_every_load() -> None:
     first = load_extractor(ModelSpec("resnet18", "none", size=64)).embed(IMAGES)
     second = load_extractor(ModelSpec("resnet18", "none", size=64)).embed(IMAGES)
-    assert first.shape == (3, 512) and first.dtype == np.float32
+    assert first.shape == (3, 512)
+    assert first.dtype == np.float32
     np.testing.assert_array_equal(first, second)
     assert not np.allclose(first[0], first[1])
 

@@ -15,8 +15,9 @@ from simsearch.store.tables import Base
 
 def _service(engine: Engine, name: str, dim: int = 8) -> store.ServiceRecord:
     with engine.begin() as conn:
-        return store.create_service(conn, name=name, model="resnet18", weights="none", layer="flatten",
-                                    input_size=64, metric="l2", dim=dim)
+        return store.create_service(
+            conn, name=name, model="resnet18", weights="none", layer="flatten", input_size=64, metric="l2", dim=dim
+        )
 
 
 def test_models_match_the_migrated_schema(engine: Engine) -> None:
@@ -49,7 +50,8 @@ def test_binary_copy_round_trips_vectors_exactly(engine: Engine) -> None:
     with engine.connect() as conn:
         got = store.read_service_vectors(conn, svc.id, 33)
         tail = store.read_service_vectors(conn, svc.id, 33, after_id=int(got.ids[99]))
-    assert len(got) == 300 and np.all(np.diff(got.ids) > 0)
+    assert len(got) == 300
+    assert np.all(np.diff(got.ids) > 0)
     np.testing.assert_array_equal(got.vectors, vectors)
     np.testing.assert_array_equal(tail.vectors, vectors[100:])
 
@@ -61,8 +63,10 @@ def test_one_whole_image_vector_per_service_and_image(engine: Engine) -> None:
         store.replace_image_vectors(conn, svc.id, [ids["uniq-0"]], np.ones((1, 8), np.float32))
     # NULLS NOT DISTINCT: a second whole-image row (roi_id null) for the same pair is refused.
     with pytest.raises(IntegrityError, match="uq_embedding"), engine.begin() as conn:
-        conn.execute(text("INSERT INTO embedding (service_id, image_id, vector) VALUES (:s, :i, '[1,2,3]')"),
-                     {"s": svc.id, "i": ids["uniq-0"]})
+        conn.execute(
+            text("INSERT INTO embedding (service_id, image_id, vector) VALUES (:s, :i, '[1,2,3]')"),
+            {"s": svc.id, "i": ids["uniq-0"]},
+        )
 
 
 def test_deleting_an_image_cascades_to_its_vectors(engine: Engine) -> None:
@@ -86,7 +90,8 @@ def test_metadata_is_merged_on_reindex(engine: Engine) -> None:
     with engine.begin() as conn:
         first = store.upsert_images(conn, [NewImage("meta-0", "a" * 64, 1, 1, {"label": "cat", "n": 1})])
         second = store.upsert_images(conn, [NewImage("meta-0", "b" * 64, 2, 3, {"n": 2})])
-        row = conn.execute(text("SELECT sha256, width, height, metadata FROM image WHERE id = :i"),
-                           {"i": first["meta-0"]}).one()
+        row = conn.execute(
+            text("SELECT sha256, width, height, metadata FROM image WHERE id = :i"), {"i": first["meta-0"]}
+        ).one()
     assert first == second
     assert tuple(row) == ("b" * 64, 2, 3, {"label": "cat", "n": 2})

@@ -9,24 +9,28 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated
 
-import numpy as np
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 from sqlalchemy import Engine
 
-from simsearch import __version__, samples, services, store
+from simsearch import __version__, samples, store
 from simsearch.errors import SimsearchError
 from simsearch.index import build_generation, load_current
-from simsearch.ingest import ingest
 from simsearch.input import decode_image, iter_sources
-from simsearch.search import search_vectors
 from simsearch.settings import Settings, get_settings
 from simsearch.store import Hit
 
-app = typer.Typer(help="PostgreSQL-backed image similarity search. Run `simsearch demo` to see it work.",
-                  no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False)
+# torch-backed modules (services, ingest, search) are imported inside the commands that need them:
+# `simsearch --help` answers in a fraction of a second instead of after loading torch.
+
+app = typer.Typer(
+    help="PostgreSQL-backed image similarity search. Run `simsearch demo` to see it work.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
 db_app = typer.Typer(help="Database schema (Alembic migrations).", no_args_is_help=True)
 service_app = typer.Typer(help="Services: a named model + index configuration.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
@@ -50,15 +54,30 @@ def open_database(settings: Settings, *, migrate: bool = True) -> Engine:
 
 @contextmanager
 def progress_bar() -> Iterator[Progress]:
-    with Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                  TimeElapsedColumn(), console=console, transient=False) as progress:
+    with Progress(
+        SpinnerColumn(),
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+        transient=False,
+    ) as progress:
         yield progress
 
 
 def hit_json(hit: Hit) -> dict[str, object]:
-    return {"uri": hit.uri, "dist": round(hit.dist, 6),
-            "metadata": {"image_id": hit.image_id, "width": hit.width, "height": hit.height, "sha256": hit.sha256,
-                         "user": hit.metadata}}
+    return {
+        "uri": hit.uri,
+        "dist": round(hit.dist, 6),
+        "metadata": {
+            "image_id": hit.image_id,
+            "width": hit.width,
+            "height": hit.height,
+            "sha256": hit.sha256,
+            "user": hit.metadata,
+        },
+    }
 
 
 def results_table(query: str, hits: Sequence[Hit]) -> Table:
@@ -86,10 +105,13 @@ def db_upgrade() -> None:
 def service_create(
     name: Annotated[str, typer.Argument(help="Service name (lowercased).")],
     model: Annotated[str, typer.Option(help="torchvision classification model, e.g. resnet50, mobilenet_v2.")],
-    weights: Annotated[str, typer.Option(help="DEFAULT, a torchvision weights name, none (random, for tests), "
-                                              "or a state_dict file.")] = "DEFAULT",
-    layer: Annotated[str | None, typer.Option(help="Node name to extract (default: pooled layer before the "
-                                                   "classifier; `last` = the logits).")] = None,
+    weights: Annotated[
+        str, typer.Option(help="DEFAULT, a torchvision weights name, none (random, for tests), or a state_dict file.")
+    ] = "DEFAULT",
+    layer: Annotated[
+        str | None,
+        typer.Option(help="Node name to extract (default: pooled layer before the classifier; `last` = the logits)."),
+    ] = None,
     size: Annotated[int, typer.Option(help="Input width and height in pixels.")] = 224,
     metric: Annotated[str, typer.Option(help="l2 (reports Σ(q−x)²/D) or cosine (reports sqrt(2−2cos)).")] = "l2",
     index_type: Annotated[str, typer.Option(help="FAISS index_factory string used by `build`.")] = "Flat",
@@ -99,12 +121,25 @@ def service_create(
 
     Example: simsearch service create photos --model resnet50 --weights DEFAULT --metric cosine
     """
+    from simsearch import services
+
     engine = open_database(get_settings())
     with console.status(f"loading {model} ({weights})"):
-        record = services.create_service(engine, name, model=model, weights=weights, layer=layer, size=size,
-                                         metric=metric, index_type=index_type, description=description)
-    console.print(f"created service [bold]{record.name}[/]: {record.model} weights={record.weights} "
-                  f"layer={record.layer} dim={record.dim} metric={record.metric}")
+        record = services.create_service(
+            engine,
+            name,
+            model=model,
+            weights=weights,
+            layer=layer,
+            size=size,
+            metric=metric,
+            index_type=index_type,
+            description=description,
+        )
+    console.print(
+        f"created service [bold]{record.name}[/]: {record.model} weights={record.weights} "
+        f"layer={record.layer} dim={record.dim} metric={record.metric}"
+    )
     if record.weights == "none":
         console.print("[yellow]weights none: random initialisation, for tests only; results mean nothing[/]")
 
@@ -119,8 +154,16 @@ def service_list() -> None:
     with engine.connect() as conn:
         for svc in store.list_services(conn):
             build = store.current_build(conn, svc.id)
-            table.add_row(svc.name, svc.model, svc.weights, svc.layer, str(svc.dim), svc.metric,
-                          str(store.count_vectors(conn, svc.id)), str(build.id) if build else "-")
+            table.add_row(
+                svc.name,
+                svc.model,
+                svc.weights,
+                svc.layer,
+                str(svc.dim),
+                svc.metric,
+                str(store.count_vectors(conn, svc.id)),
+                str(build.id) if build else "-",
+            )
     out.print(table)
 
 
@@ -143,6 +186,9 @@ def index_cmd(
     Re-indexing a path replaces its vector. New images are searchable at once, before `build`.
     Example: simsearch index ~/photos --service photos
     """
+    from simsearch import services
+    from simsearch.ingest import ingest
+
     settings = get_settings()
     engine = open_database(settings)
     with engine.connect() as conn:
@@ -153,8 +199,16 @@ def index_cmd(
         extractor = services.extractor_for(record)
     with progress_bar() as progress:
         task = progress.add_task(f"indexing into {record.name}", total=total)
-        report = ingest(engine, record, extractor, items, roots=settings.data_roots, max_pixels=settings.max_pixels,
-                        batch_size=settings.batch_size, on_batch=lambda n: progress.advance(task, n))
+        report = ingest(
+            engine,
+            record,
+            extractor,
+            items,
+            roots=settings.data_roots,
+            max_pixels=settings.max_pixels,
+            batch_size=settings.batch_size,
+            on_batch=lambda n: progress.advance(task, n),
+        )
     console.print(f"indexed {report.indexed} images into {record.name}; skipped {report.skipped} non-image files")
 
 
@@ -171,8 +225,9 @@ def build_cmd(
     with console.status(f"building the index of {record.name}"):
         build = build_generation(engine, record, settings.index_dir, index_type=index_type)
     seconds = sum(float(v) for v in build.timings.values())
-    console.print(f"generation {build.id}: {build.index_type} over {build.vector_count} vectors in {seconds:.2f}s "
-                  f"({build.path})")
+    console.print(
+        f"generation {build.id}: {build.index_type} over {build.vector_count} vectors in {seconds:.2f}s ({build.path})"
+    )
 
 
 @app.command("search")
@@ -186,6 +241,11 @@ def search_cmd(
 
     Example: simsearch search query.jpg --service photos -k 5 --json
     """
+    import numpy as np
+
+    from simsearch import services
+    from simsearch.search import search_vectors
+
     settings = get_settings()
     engine = open_database(settings)
     with engine.connect() as conn:
@@ -193,13 +253,18 @@ def search_cmd(
     extractor = services.extractor_for(record)
     index = load_current(engine, record)
     sources = list(iter_sources(absolute(images), roots=settings.data_roots))
-    pixels = [decode_image(s.read(max_bytes=256 << 20), max_pixels=settings.max_pixels,
-                           field=f"data[{s.position}]").rgb for s in sources]
-    vectors = np.concatenate([extractor.embed(pixels[i:i + 32]) for i in range(0, len(pixels), 32)])
+    pixels = [
+        decode_image(s.read(max_bytes=256 << 20), max_pixels=settings.max_pixels, field=f"data[{s.position}]").rgb
+        for s in sources
+    ]
+    vectors = np.concatenate([extractor.embed(pixels[i : i + 32]) for i in range(0, len(pixels), 32)])
     results = search_vectors(engine, record, index, vectors, k)
     if as_json:
-        out.print_json(json.dumps([{"uri": s.uri, "nns": [hit_json(h) for h in hits]}
-                                   for s, hits in zip(sources, results, strict=True)]))
+        out.print_json(
+            json.dumps(
+                [{"uri": s.uri, "nns": [hit_json(h) for h in hits]} for s, hits in zip(sources, results, strict=True)]
+            )
+        )
         return
     for source, hits in zip(sources, results, strict=True):
         out.print(results_table(source.uri, hits))
@@ -208,8 +273,9 @@ def search_cmd(
 @app.command("demo")
 def demo_cmd(
     model: Annotated[str, typer.Option(help="Model for the demo service.")] = "mobilenet_v2",
-    weights: Annotated[str, typer.Option(help="Weights (DEFAULT uses a registry-installed file when present).")]
-    = "DEFAULT",
+    weights: Annotated[
+        str, typer.Option(help="Weights (DEFAULT uses a registry-installed file when present).")
+    ] = "DEFAULT",
     show: Annotated[int, typer.Option(help="How many query photos to print tables for.")] = 4,
     k: Annotated[int, typer.Option("-k", help="Neighbours per query.")] = 3,
 ) -> None:
@@ -218,6 +284,10 @@ def demo_cmd(
     Each edited copy should find its original first. Runs offline in a minute or two on 2 cores;
     the photos are written to $SIMSEARCH_HOME/demo and the service is called `demo`.
     """
+    from simsearch import services
+    from simsearch.ingest import ingest
+    from simsearch.search import search_vectors
+
     settings = get_settings()
     engine = open_database(settings)
     folder = settings.home / "demo"
@@ -234,8 +304,16 @@ def demo_cmd(
     total = len(samples.PHOTOS)
     with progress_bar() as progress:
         task = progress.add_task("indexing the original photos", total=total)
-        ingest(engine, record, extractor, [str(originals)], roots=roots, max_pixels=settings.max_pixels,
-               batch_size=settings.batch_size, on_batch=lambda n: progress.advance(task, n))
+        ingest(
+            engine,
+            record,
+            extractor,
+            [str(originals)],
+            roots=roots,
+            max_pixels=settings.max_pixels,
+            batch_size=settings.batch_size,
+            on_batch=lambda n: progress.advance(task, n),
+        )
     with console.status("building the FAISS index"):
         build = build_generation(engine, record, settings.index_dir)
     console.print(f"built generation {build.id} ({build.index_type}, {build.vector_count} vectors)")
@@ -244,15 +322,17 @@ def demo_cmd(
         task = progress.add_task("searching with the edited copies", total=len(copies))
         results: list[list[Hit]] = []
         for start in range(0, len(copies), 16):
-            chunk = copies[start:start + 16]
+            chunk = copies[start : start + 16]
             pixels = [decode_image(c.path.read_bytes(), max_pixels=settings.max_pixels).rgb for c in chunk]
             results.extend(search_vectors(engine, record, index, extractor.embed(pixels), k))
             progress.advance(task, len(chunk))
     for copy, hits in list(zip(copies, results, strict=True))[:show]:
         out.print(results_table(f"{copy.path.name} ({copy.edit} of {copy.original.name})", hits))
     found = sum(1 for c, hits in zip(copies, results, strict=True) if hits and hits[0].uri == str(c.original))
-    out.print(f"[bold]{found}/{len(copies)}[/] edited copies found their original first "
-              f"(model {record.model}, weights {record.weights}).")
+    out.print(
+        f"[bold]{found}/{len(copies)}[/] edited copies found their original first "
+        f"(model {record.model}, weights {record.weights})."
+    )
     if record.weights == "none":
         out.print("[yellow]weights none: a random network, so these results mean nothing[/]")
 

@@ -8,7 +8,7 @@ pipeline runs at close to the model's own speed.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from itertools import islice
 from pathlib import Path
@@ -42,8 +42,9 @@ class _Batch:
     skipped: list[str]
 
 
-def _prepare(sources: Sequence[Source], extractor: Extractor, max_pixels: int,
-             metadata: dict[str, dict[str, Any]]) -> _Batch:
+def _prepare(
+    sources: Sequence[Source], extractor: Extractor, max_pixels: int, metadata: dict[str, dict[str, Any]]
+) -> _Batch:
     images, arrays, skipped = [], [], []
     for source in sources:
         field_name = f"data[{source.position}]"
@@ -54,8 +55,15 @@ def _prepare(sources: Sequence[Source], extractor: Extractor, max_pixels: int,
                 raise BadInput(exc.field, f"{source.uri}: {exc.reason}") from exc
             skipped.append(source.uri)  # a file in a directory that is not an image
             continue
-        images.append(NewImage(uri=source.uri, sha256=decoded.sha256, width=decoded.width, height=decoded.height,
-                               metadata=metadata.get(source.uri, {})))
+        images.append(
+            NewImage(
+                uri=source.uri,
+                sha256=decoded.sha256,
+                width=decoded.width,
+                height=decoded.height,
+                metadata=metadata.get(source.uri, {}),
+            )
+        )
         arrays.append(decoded.rgb)
     return _Batch(images=images, pixels=extractor.preprocess(arrays) if arrays else None, skipped=skipped)
 
@@ -72,10 +80,19 @@ def _write(conn: Connection, service: ServiceRecord, images: list[NewImage], vec
     return ids
 
 
-def ingest(engine: Engine, service: ServiceRecord, extractor: Extractor, data: Sequence[str], *,
-           roots: Sequence[Path], max_pixels: int, batch_size: int = 32, atomic: bool = False,
-           metadata: dict[str, dict[str, Any]] | None = None,
-           on_batch: Callable[[int], None] | None = None) -> IngestReport:
+def ingest(
+    engine: Engine,
+    service: ServiceRecord,
+    extractor: Extractor,
+    data: Sequence[str],
+    *,
+    roots: Sequence[Path],
+    max_pixels: int,
+    batch_size: int = 32,
+    atomic: bool = False,
+    metadata: dict[str, dict[str, Any]] | None = None,
+    on_batch: Callable[[int], None] | None = None,
+) -> IngestReport:
     """Index images named by `data` (files, directories, base64) into `service`.
 
     Every explicit item is checked before anything is written. `atomic=True` writes the whole call in
@@ -83,7 +100,8 @@ def ingest(engine: Engine, service: ServiceRecord, extractor: Extractor, data: S
     `on_batch(n)` is called after each batch with the number of sources it consumed.
     """
     if extractor.dim != service.dim:
-        raise BadInput("service", f"the model makes {extractor.dim}-d vectors but {service.name} stores {service.dim}-d")
+        raise BadInput("service", f"the model makes {extractor.dim}-d vectors, {service.name} stores {service.dim}-d")
+
     def check(source: Source) -> None:
         field_name = f"data[{source.position}]"
         try:
@@ -96,11 +114,14 @@ def ingest(engine: Engine, service: ServiceRecord, extractor: Extractor, data: S
     sources = iter_sources(data, roots=roots, check=check)
     report = IngestReport()
     meta = metadata or {}
-    with ThreadPoolExecutor(1, thread_name_prefix="decode") as decoder, \
-            ThreadPoolExecutor(1, thread_name_prefix="write") as writer, engine.connect() as conn:
+    with (
+        ThreadPoolExecutor(1, thread_name_prefix="decode") as decoder,
+        ThreadPoolExecutor(1, thread_name_prefix="write") as writer,
+        engine.connect() as conn,
+    ):
         transaction = conn.begin()
+        pending_write: Future[dict[str, int]] | None = None
         try:
-            pending_write: Future[dict[str, int]] | None = None
             batches: Iterable[list[Source]] = _batches(sources, batch_size)
             upcoming = [decoder.submit(_prepare, b, extractor, max_pixels, meta) for b in islice(batches, 1)]
             while upcoming:
@@ -109,11 +130,12 @@ def ingest(engine: Engine, service: ServiceRecord, extractor: Extractor, data: S
                 vectors = extractor.forward(batch.pixels) if batch.pixels is not None else None
                 if pending_write is not None:
                     report.image_ids.update(pending_write.result())
+                    pending_write = None
                     if not atomic:
                         transaction.commit()
                         transaction = conn.begin()
-                pending_write = writer.submit(_write, conn, service, batch.images, vectors) if vectors is not None \
-                    else None
+                if vectors is not None:
+                    pending_write = writer.submit(_write, conn, service, batch.images, vectors)
                 report.indexed += len(batch.images)
                 report.skipped += len(batch.skipped)
                 report.skipped_uris.extend(batch.skipped)
@@ -123,6 +145,8 @@ def ingest(engine: Engine, service: ServiceRecord, extractor: Extractor, data: S
                 report.image_ids.update(pending_write.result())
             transaction.commit()
         except BaseException:
+            if pending_write is not None:  # the writer thread must be off the connection before it rolls back
+                wait([pending_write])
             transaction.rollback()
             raise
     return report

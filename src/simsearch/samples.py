@@ -10,9 +10,26 @@ import cv2
 import numpy as np
 
 # scikit-image photos that ship inside the wheel (no download), in colour or grey.
-PHOTOS = ("astronaut", "camera", "chelsea", "coffee", "rocket", "coins", "moon", "page", "text",
-          "hubble_deep_field", "immunohistochemistry", "retina", "stereo_motorcycle", "clock", "brick", "grass",
-          "gravel", "colorwheel")
+PHOTOS = (
+    "astronaut",
+    "camera",
+    "chelsea",
+    "coffee",
+    "rocket",
+    "coins",
+    "moon",
+    "page",
+    "text",
+    "hubble_deep_field",
+    "immunohistochemistry",
+    "retina",
+    "stereo_motorcycle",
+    "clock",
+    "brick",
+    "grass",
+    "gravel",
+    "colorwheel",
+)
 EDITS = ("crop", "flip", "bright")
 
 
@@ -29,23 +46,25 @@ def load_photo(name: str) -> np.ndarray:
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        image = getattr(skimage.data, name)()
+        image: np.ndarray | tuple[np.ndarray, ...] = getattr(skimage.data, name)()
     if isinstance(image, tuple):  # stereo pairs
         image = image[0]
     if image.ndim == 2:
         image = np.stack([image] * 3, axis=-1)
-    return np.ascontiguousarray(image[..., :3].astype(np.uint8))
+    rgb: np.ndarray = np.ascontiguousarray(np.asarray(image)[..., :3], dtype=np.uint8)
+    return rgb
 
 
 def edit(image: np.ndarray, how: str) -> np.ndarray:
     """crop: the central 70%; flip: mirrored left-right; bright: 40% brighter."""
     if how == "crop":
         h, w = image.shape[:2]
-        return image[int(h * 0.15):int(h * 0.85), int(w * 0.15):int(w * 0.85)].copy()
+        return image[int(h * 0.15) : int(h * 0.85), int(w * 0.15) : int(w * 0.85)].copy()
     if how == "flip":
         return image[:, ::-1].copy()
     if how == "bright":
-        return np.clip(image.astype(np.float32) * 1.4 + 10, 0, 255).astype(np.uint8)
+        brighter: np.ndarray = np.clip(image.astype(np.float32) * 1.4 + 10, 0, 255).astype(np.uint8)
+        return brighter
     raise ValueError(f"unknown edit {how!r}")
 
 

@@ -14,8 +14,9 @@ from simsearch.models import Extractor
 from simsearch.store import Hit, ServiceRecord
 
 
-def _candidates(index: LoadedIndex | None, tail: store.VectorSet, queries: np.ndarray, k_index: int, k: int,
-                metric: str) -> tuple[np.ndarray, np.ndarray]:
+def _candidates(
+    index: LoadedIndex | None, tail: store.VectorSet, queries: np.ndarray, k_index: int, k: int, metric: str
+) -> tuple[np.ndarray, np.ndarray]:
     """(ids, reported distances) per query, sorted by distance; -1 ids pad missing slots."""
     parts_ids, parts_dist = [], []
     if index is not None and index.index.ntotal:
@@ -35,8 +36,9 @@ def _candidates(index: LoadedIndex | None, tail: store.VectorSet, queries: np.nd
     return np.take_along_axis(ids, order, axis=1), np.take_along_axis(dist, order, axis=1)
 
 
-def search_vectors(engine: Engine, service: ServiceRecord, index: LoadedIndex | None, queries: np.ndarray,
-                   k: int) -> list[list[Hit]]:
+def search_vectors(
+    engine: Engine, service: ServiceRecord, index: LoadedIndex | None, queries: np.ndarray, k: int
+) -> list[list[Hit]]:
     """The k nearest stored items per query vector, joined with their image metadata.
 
     Vectors added since the index was built are searched exactly and merged in; rows deleted since
@@ -60,6 +62,12 @@ def search_vectors(engine: Engine, service: ServiceRecord, index: LoadedIndex | 
             k_index = min(2 * k_index + 8, index_total)  # rows were deleted since the build: ask for more
 
 
-def search_images(engine: Engine, service: ServiceRecord, extractor: Extractor, index: LoadedIndex | None,
-                  images: Sequence[np.ndarray], k: int) -> list[list[Hit]]:
+def search_images(
+    engine: Engine,
+    service: ServiceRecord,
+    extractor: Extractor,
+    index: LoadedIndex | None,
+    images: Sequence[np.ndarray],
+    k: int,
+) -> list[list[Hit]]:
     return search_vectors(engine, service, index, extractor.embed(images), k)

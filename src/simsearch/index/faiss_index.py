@@ -31,8 +31,11 @@ def new_index(dim: int, metric: str, index_type: str) -> faiss.Index:
     try:
         index = faiss.index_factory(dim, index_type, faiss_metric(metric))
     except RuntimeError as exc:
-        raise BadInput("index_type", f"{index_type!r} is not a FAISS index_factory string "
-                       f"(e.g. Flat, IVF256,Flat, IVF1024,SQ8, HNSW32): {str(exc).splitlines()[-1][:200]}") from exc
+        raise BadInput(
+            "index_type",
+            f"{index_type!r} is not a FAISS index_factory string "
+            f"(e.g. Flat, IVF256,Flat, IVF1024,SQ8, HNSW32): {str(exc).splitlines()[-1][:200]}",
+        ) from exc
     try:
         faiss.extract_index_ivf(index)  # IVF indexes store ids themselves
     except RuntimeError:
@@ -40,8 +43,9 @@ def new_index(dim: int, metric: str, index_type: str) -> faiss.Index:
     return index
 
 
-def build(ids: np.ndarray, vectors: np.ndarray, *, metric: str, index_type: str,
-          train_sample: np.ndarray | None = None) -> faiss.Index:
+def build(
+    ids: np.ndarray, vectors: np.ndarray, *, metric: str, index_type: str, train_sample: np.ndarray | None = None
+) -> faiss.Index:
     """A trained index holding `vectors` under `ids` (the embedding ids)."""
     index = new_index(vectors.shape[1], metric, index_type)
     if not index.is_trained:
@@ -49,8 +53,9 @@ def build(ids: np.ndarray, vectors: np.ndarray, *, metric: str, index_type: str,
         try:
             index.train(np.ascontiguousarray(sample, dtype=np.float32))
         except RuntimeError as exc:
-            raise BadInput("index_type", f"cannot train {index_type} on {len(sample)} vectors: "
-                           f"{str(exc).splitlines()[-1][:200]}") from exc
+            raise BadInput(
+                "index_type", f"cannot train {index_type} on {len(sample)} vectors: {str(exc).splitlines()[-1][:200]}"
+            ) from exc
     for start in range(0, len(ids), _ADD_CHUNK):
         stop = start + _ADD_CHUNK
         index.add_with_ids(np.ascontiguousarray(vectors[start:stop]), np.ascontiguousarray(ids[start:stop]))
@@ -82,6 +87,7 @@ def exact_search(vectors: np.ndarray, queries: np.ndarray, k: int, metric: str) 
     if len(vectors) == 0:
         return np.empty((len(queries), 0), np.float32), np.empty((len(queries), 0), np.int64)
     k = min(k, len(vectors))
-    distances, positions = faiss.knn(np.ascontiguousarray(queries, dtype=np.float32),
-                                     np.ascontiguousarray(vectors), k, metric=faiss_metric(metric))
+    distances, positions = faiss.knn(
+        np.ascontiguousarray(queries, dtype=np.float32), np.ascontiguousarray(vectors), k, metric=faiss_metric(metric)
+    )
     return distances, positions

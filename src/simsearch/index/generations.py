@@ -28,8 +28,9 @@ def generation_dir(index_dir: Path, service: ServiceRecord, build_id: int) -> Pa
     return index_dir / service.name / f"gen-{build_id:08d}"
 
 
-def build_generation(engine: Engine, service: ServiceRecord, index_dir: Path, *,
-                     index_type: str | None = None) -> BuildRecord:
+def build_generation(
+    engine: Engine, service: ServiceRecord, index_dir: Path, *, index_type: str | None = None
+) -> BuildRecord:
     """Rebuild the service's index from Postgres as a new generation and make it current."""
     index_type = index_type or str(service.index_settings.get("index_type", "Flat"))
     faiss_index.new_index(service.dim, service.metric, index_type)  # refuse a bad string before any write
@@ -54,14 +55,16 @@ def build_generation(engine: Engine, service: ServiceRecord, index_dir: Path, *,
         faiss_index.save(index, folder / INDEX_FILE)
         timings["write_s"] = time.perf_counter() - started
         with engine.begin() as conn:
-            store.finish_build(conn, build_id, vector_count=len(vectors), watermark=watermark, path=str(folder),
-                               timings=timings)
+            store.finish_build(
+                conn, build_id, vector_count=len(vectors), watermark=watermark, path=str(folder), timings=timings
+            )
             build = store.current_build(conn, service.id)
     except (SimsearchError, RuntimeError, OSError) as exc:
         with engine.begin() as conn:
             store.fail_build(conn, build_id, str(exc))
         raise
-    assert build is not None
+    if build is None:  # finish_build just made it ready in the same transaction
+        raise RuntimeError(f"generation {build_id} of {service.name} vanished after it was recorded")
     _remove_retired(index_dir, service, keep=build.id)
     return build
 

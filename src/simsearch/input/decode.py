@@ -32,7 +32,7 @@ def _header_size(raw: bytes) -> tuple[int, int] | None:
                 return img.size
     except Image.DecompressionBombError:
         return (Image.MAX_IMAGE_PIXELS or 0) * 2 + 1, 1
-    except Exception:  # noqa: BLE001 - any failure just means "unknown header"; OpenCV decides below
+    except Exception:
         return None
 
 

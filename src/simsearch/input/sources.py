@@ -31,23 +31,27 @@ class Source:
     path: Path | None = None
     content: bytes | None = None
 
+    def _path(self) -> Path:
+        if self.path is None:
+            raise ValueError("a source has either content or a path")
+        return self.path
+
     def head(self, size: int = 64 << 10) -> bytes:
         """The first bytes: enough for an image header."""
         if self.content is not None:
             return self.content[:size]
-        assert self.path is not None
-        with self.path.open("rb") as fh:
+        with self._path().open("rb") as fh:
             return fh.read(size)
 
     def read(self, *, max_bytes: int) -> bytes:
         if self.content is not None:
             return self.content
-        assert self.path is not None
+        path = self._path()
         try:
-            size = self.path.stat().st_size
+            size = path.stat().st_size
             if size > max_bytes:
                 raise BadInput(f"data[{self.position}]", f"{self.uri}: file is {size} bytes, the limit is {max_bytes}")
-            return self.path.read_bytes()
+            return path.read_bytes()
         except OSError as exc:
             raise BadInput(f"data[{self.position}]", f"could not read {self.uri}: {exc.strerror or exc}") from exc
 
@@ -88,7 +92,7 @@ def _resolve(item: str, position: int, roots: Sequence[Path]) -> Source | Path:
     content = _decode_base64(item)
     if content is None:
         shown = item if len(item) <= 200 else item[:200] + "..."
-        raise BadInput(field, f"Could not read image(s): {shown} (no such file or directory, and not base64 image bytes)")
+        raise BadInput(field, f"Could not read image(s): {shown} (no such file or directory, nor base64 image bytes)")
     uri = "sha256:" + hashlib.sha256(content).hexdigest()
     return Source(uri=uri, position=position, explicit=True, content=content)
 
@@ -110,8 +114,9 @@ def _walk(directory: Path, position: int, roots: Sequence[Path]) -> Iterator[Sou
             yield Source(uri=str(path), position=position, explicit=False, path=resolved)
 
 
-def iter_sources(items: Sequence[str], *, roots: Sequence[Path],
-                 check: Callable[[Source], None] | None = None) -> Iterator[Source]:
+def iter_sources(
+    items: Sequence[str], *, roots: Sequence[Path], check: Callable[[Source], None] | None = None
+) -> Iterator[Source]:
     """Yield a source per explicit file or base64 string and per file inside each directory.
 
     Raises `BadInput` naming `data[i]` for the first unusable item, before yielding anything;

@@ -35,8 +35,11 @@ def _cpu_has_bf16() -> bool:
 
 def _build_model(spec: ModelSpec) -> nn.Module:
     if spec.model not in classification_models():
-        raise BadInput("model", f"unknown model {spec.model!r}; choose a torchvision classification model, e.g. "
-                       "resnet50, resnet18, mobilenet_v2, efficientnet_b0, convnext_tiny, vit_b_16")
+        raise BadInput(
+            "model",
+            f"unknown model {spec.model!r}; choose a torchvision classification model, e.g. "
+            "resnet50, resnet18, mobilenet_v2, efficientnet_b0, convnext_tiny, vit_b_16",
+        )
     if spec.weights == "none":
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(SEED)
@@ -56,11 +59,11 @@ def default_layer(model: nn.Module) -> str:
     nodes = get_graph_node_names(model)[1]
     linear = [i for i, n in enumerate(nodes) if isinstance(kinds.get(n), nn.Linear)]
     if not linear:
-        return nodes[-1]
+        return str(nodes[-1])
     i = linear[-1] - 1
     while i > 0 and isinstance(kinds.get(nodes[i]), nn.Dropout):
         i -= 1
-    return nodes[i]
+    return str(nodes[i])
 
 
 class Extractor:
@@ -78,8 +81,11 @@ class Extractor:
             self.net = create_feature_extractor(model, return_nodes={layer: "out"}).eval()
         except ValueError as exc:
             shown = ", ".join(nodes[-25:])
-            raise BadInput("layer", f"unknown layer {layer!r} for {spec.model}; valid node names end with: {shown}, "
-                           "or a module prefix such as layer4 / features") from exc
+            raise BadInput(
+                "layer",
+                f"unknown layer {layer!r} for {spec.model}; valid node names end with: {shown}, "
+                "or a module prefix such as layer4 / features",
+            ) from exc
         self.layer = layer
         self.mean, self.std = normalisation(spec.model, spec.weights)
         if self.device.type == "cpu":

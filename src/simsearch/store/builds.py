@@ -2,43 +2,64 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import Connection, insert, select, text, update
+from sqlalchemy import Connection, Table, insert, select, text, update
 
 from simsearch.store.records import BuildRecord
 from simsearch.store.tables import IndexBuild
 
-_build = IndexBuild.__table__
+_build = cast(Table, IndexBuild.__table__)
 
 
 def start_build(conn: Connection, service_id: int, backend: str, index_type: str, params: dict[str, Any]) -> int:
-    row = conn.execute(insert(_build).values(service_id=service_id, backend=backend, index_type=index_type,
-                                             params=params, status="building").returning(_build.c.id)).one()
+    row = conn.execute(
+        insert(_build)
+        .values(service_id=service_id, backend=backend, index_type=index_type, params=params, status="building")
+        .returning(_build.c.id)
+    ).one()
     return int(row[0])
 
 
-def finish_build(conn: Connection, build_id: int, *, vector_count: int, watermark: int, path: str,
-                 timings: dict[str, Any]) -> None:
+def finish_build(
+    conn: Connection, build_id: int, *, vector_count: int, watermark: int, path: str, timings: dict[str, Any]
+) -> None:
     """Mark the build ready and retire the generations it replaces, in the caller's transaction."""
     service_id = conn.execute(
-        update(_build).where(_build.c.id == build_id)
-        .values(status="ready", vector_count=vector_count, watermark=watermark, path=path, timings=timings,
-                finished_at=text("now()"))
+        update(_build)
+        .where(_build.c.id == build_id)
+        .values(
+            status="ready",
+            vector_count=vector_count,
+            watermark=watermark,
+            path=path,
+            timings=timings,
+            finished_at=text("now()"),
+        )
         .returning(_build.c.service_id)
     ).scalar_one()
-    conn.execute(update(_build).where(_build.c.service_id == service_id, _build.c.status == "ready",
-                                      _build.c.id < build_id).values(status="retired"))
+    conn.execute(
+        update(_build)
+        .where(_build.c.service_id == service_id, _build.c.status == "ready", _build.c.id < build_id)
+        .values(status="retired")
+    )
 
 
 def fail_build(conn: Connection, build_id: int, error: str) -> None:
-    conn.execute(update(_build).where(_build.c.id == build_id)
-                 .values(status="failed", error=error[:4000], finished_at=text("now()")))
+    conn.execute(
+        update(_build)
+        .where(_build.c.id == build_id)
+        .values(status="failed", error=error[:4000], finished_at=text("now()"))
+    )
 
 
 def current_build(conn: Connection, service_id: int) -> BuildRecord | None:
-    row = conn.execute(select(_build).where(_build.c.service_id == service_id, _build.c.status == "ready")
-                       .order_by(_build.c.id.desc()).limit(1)).one_or_none()
+    row = conn.execute(
+        select(_build)
+        .where(_build.c.service_id == service_id, _build.c.status == "ready")
+        .order_by(_build.c.id.desc())
+        .limit(1)
+    ).one_or_none()
     return BuildRecord(**row._mapping) if row is not None else None
 
 

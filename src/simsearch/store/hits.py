@@ -22,10 +22,27 @@ def join_hits(conn: Connection, service_id: int, ids: np.ndarray, dists: np.ndar
     out: list[list[Hit]] = [[] for _ in range(nq)]
     if not valid.any():
         return out
-    rows = conn.execute(_JOIN, {"sid": service_id, "q": query_no.tolist(), "ids": ids[valid].tolist(),
-                                "dists": dists[valid].astype(np.float64).tolist()})
+    rows = conn.execute(
+        _JOIN,
+        {
+            "sid": service_id,
+            "q": query_no.tolist(),
+            "ids": ids[valid].tolist(),
+            "dists": dists[valid].astype(np.float64).tolist(),
+        },
+    )
     for row in rows:
-        out[row.query_no].append(Hit(embedding_id=row.embedding_id, dist=float(row.dist), image_id=row.image_id,
-                                     roi_id=row.roi_id, uri=row.uri, width=row.width, height=row.height,
-                                     sha256=row.sha256, metadata=row.metadata))
+        out[row.query_no].append(
+            Hit(
+                embedding_id=row.embedding_id,
+                dist=float(row.dist),
+                image_id=row.image_id,
+                roi_id=row.roi_id,
+                uri=row.uri,
+                width=row.width,
+                height=row.height,
+                sha256=row.sha256,
+                metadata=row.metadata,
+            )
+        )
     return out

@@ -27,13 +27,23 @@ class VectorSet:
 
 
 def _record_dtype(dim: int) -> np.dtype:
-    return np.dtype([("nfields", ">i2"), ("id_len", ">i4"), ("id", ">i8"), ("vec_len", ">i4"),
-                     ("dim", ">u2"), ("unused", ">u2"), ("v", ">f4", (dim,))])
+    return np.dtype(
+        [
+            ("nfields", ">i2"),
+            ("id_len", ">i4"),
+            ("id", ">i8"),
+            ("vec_len", ">i4"),
+            ("dim", ">u2"),
+            ("unused", ">u2"),
+            ("v", ">f4", (dim,)),
+        ]
+    )
 
 
 def raw_connection(conn: Connection) -> psycopg.Connection:
     raw = conn.connection.driver_connection
-    assert isinstance(raw, psycopg.Connection)
+    if not isinstance(raw, psycopg.Connection):
+        raise TypeError("simsearch drives Postgres with psycopg 3 (postgresql+psycopg://)")
     return raw
 
 
@@ -71,11 +81,11 @@ def copy_vectors(raw: psycopg.Connection, query: str, params: tuple[object, ...]
                 grow = max(filled + n, 2 * len(ids))
                 ids = np.resize(ids, grow)
                 vectors = np.resize(vectors, (grow, dim))
-            ids[filled:filled + n] = records["id"]
-            vectors[filled:filled + n] = records["v"]
+            ids[filled : filled + n] = records["id"]
+            vectors[filled : filled + n] = records["v"]
             filled += n
             del records  # release the view on `pending` before it is resized
-        del pending[:start + n * dtype.itemsize]
+        del pending[: start + n * dtype.itemsize]
 
     with raw.cursor() as cur, cur.copy(f"COPY ({query}) TO STDOUT (FORMAT BINARY)", params) as copy:
         for chunk in copy:
@@ -86,8 +96,9 @@ def copy_vectors(raw: psycopg.Connection, query: str, params: tuple[object, ...]
     return VectorSet(ids=ids[:filled], vectors=vectors[:filled])
 
 
-def read_service_vectors(conn: Connection, service_id: int, dim: int, *, after_id: int = 0,
-                         upto_id: int | None = None) -> VectorSet:
+def read_service_vectors(
+    conn: Connection, service_id: int, dim: int, *, after_id: int = 0, upto_id: int | None = None
+) -> VectorSet:
     """All vectors of a service with after_id < id <= upto_id, ordered by id."""
     upper = upto_id if upto_id is not None else np.iinfo(np.int64).max
     raw = raw_connection(conn)
@@ -96,11 +107,19 @@ def read_service_vectors(conn: Connection, service_id: int, dim: int, *, after_i
     count = int(count_row[0]) if count_row else 0
     if count == 0:
         return VectorSet(ids=np.empty(0, np.int64), vectors=np.empty((0, dim), np.float32))
-    return copy_vectors(raw, f"SELECT id, vector FROM embedding WHERE {where} ORDER BY id",
-                        (service_id, after_id, upper), dim=dim, count=count)
+    return copy_vectors(
+        raw,
+        f"SELECT id, vector FROM embedding WHERE {where} ORDER BY id",
+        (service_id, after_id, upper),
+        dim=dim,
+        count=count,
+    )
 
 
 def max_embedding_id(conn: Connection, service_id: int) -> int:
-    row = raw_connection(conn).execute(
-        "SELECT coalesce(max(id), 0) FROM embedding WHERE service_id = %s", (service_id,)).fetchone()
+    row = (
+        raw_connection(conn)
+        .execute("SELECT coalesce(max(id), 0) FROM embedding WHERE service_id = %s", (service_id,))
+        .fetchone()
+    )
     return int(row[0]) if row else 0

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from simsearch.models import ModelSpec
+from simsearch.models.spec import Metric, ModelSpec
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,7 +28,7 @@ class ServiceRecord:
     @property
     def spec(self) -> ModelSpec:
         """The model that makes this service's vectors."""
-        metric = "cosine" if self.metric == "cosine" else "l2"
+        metric: Metric = "cosine" if self.metric == "cosine" else "l2"
         return ModelSpec(model=self.model, weights=self.weights, layer=self.layer, size=self.input_size, metric=metric)
 
 

@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import Connection, delete, func, insert, select
+from sqlalchemy import Connection, Table, delete, func, insert, select
 from sqlalchemy.exc import IntegrityError
 
 from simsearch.errors import Conflict, NotFound
 from simsearch.store.records import ServiceRecord
 from simsearch.store.tables import Embedding, Service
 
-_service = Service.__table__
+_service = cast(Table, Service.__table__)
 
 
 def _record(row: Any) -> ServiceRecord:  # noqa: ANN401 - a SQLAlchemy Row of the service table
@@ -26,7 +26,8 @@ def create_service(conn: Connection, **values: Any) -> ServiceRecord:  # noqa: A
             row = conn.execute(insert(_service).values(**values).returning(*_service.c)).one()
     except IntegrityError as exc:
         if getattr(exc.orig, "sqlstate", None) == "23505":
-            raise Conflict(f"service {values.get('name')!r} already exists; delete it first or pick another name") from exc
+            name = values.get("name")
+            raise Conflict(f"service {name!r} already exists; delete it first or pick another name") from exc
         raise
     return _record(row)
 

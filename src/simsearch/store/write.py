@@ -4,15 +4,17 @@ the caller owns the transaction, so an image and its vectors land together or no
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import cast
 
 import numpy as np
-from sqlalchemy import Connection, text
+from sqlalchemy import Connection, Table, text
 from sqlalchemy.dialects.postgresql import insert
 
+from simsearch.store.read import raw_connection
 from simsearch.store.records import NewImage
 from simsearch.store.tables import Image
 
-_image = Image.__table__
+_image = cast(Table, Image.__table__)
 
 
 def upsert_images(conn: Connection, images: Sequence[NewImage]) -> dict[str, int]:
@@ -21,10 +23,12 @@ def upsert_images(conn: Connection, images: Sequence[NewImage]) -> dict[str, int
     if not latest:
         return {}
     statement = insert(_image).values(
-        [{"uri": i.uri, "sha256": i.sha256, "width": i.width, "height": i.height, "metadata": i.metadata}
-         for i in latest.values()]
+        [
+            {"uri": i.uri, "sha256": i.sha256, "width": i.width, "height": i.height, "metadata": i.metadata}
+            for i in latest.values()
+        ]
     )
-    statement = statement.on_conflict_do_update(
+    upsert = statement.on_conflict_do_update(
         index_elements=["uri"],
         set_={
             "sha256": statement.excluded.sha256,
@@ -33,7 +37,7 @@ def upsert_images(conn: Connection, images: Sequence[NewImage]) -> dict[str, int
             "metadata": _image.c.metadata.op("||")(statement.excluded.metadata),
         },
     ).returning(_image.c.uri, _image.c.id)
-    return {uri: image_id for uri, image_id in conn.execute(statement)}
+    return {uri: image_id for uri, image_id in conn.execute(upsert)}
 
 
 def replace_image_vectors(conn: Connection, service_id: int, image_ids: Sequence[int], vectors: np.ndarray) -> None:
@@ -48,9 +52,8 @@ def replace_image_vectors(conn: Connection, service_id: int, image_ids: Sequence
         text("DELETE FROM embedding WHERE service_id = :sid AND image_id = ANY(:ids) AND roi_id IS NULL"),
         {"sid": service_id, "ids": list(image_ids)},
     )
-    raw = conn.connection.driver_connection
-    assert raw is not None
-    with raw.cursor() as cur, cur.copy("COPY embedding (service_id, image_id, vector) FROM STDIN (FORMAT BINARY)") as copy:
+    sql = "COPY embedding (service_id, image_id, vector) FROM STDIN (FORMAT BINARY)"
+    with raw_connection(conn).cursor() as cur, cur.copy(sql) as copy:
         copy.set_types(["int4", "int8", "vector"])
         for image_id, vector in zip(image_ids, vectors, strict=True):
             copy.write_row((service_id, image_id, vector))

@@ -1,0 +1,72 @@
+"""Ingest: images/s of the whole pipeline (walk, decode, preprocess, forward, write to Postgres) against
+the model's own forward pass on the same batches."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from bench import Row, median_seconds
+from bench.data import Database
+from simsearch import services
+from simsearch.ingest import ingest
+from simsearch.samples import PHOTOS, load_photo
+
+BATCH = 32
+MAX_PIXELS = 50_000_000
+
+
+def write_photos(folder: Path, count: int, *, seed: int) -> list[Path]:
+    """`count` distinct JPEGs: random crops of scikit-image's bundled photos, rescaled by 0.5-1.25."""
+    rng = np.random.default_rng(seed)
+    photos = [load_photo(name) for name in PHOTOS]
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for i in range(count):
+        photo = photos[i % len(photos)]
+        h, w = photo.shape[:2]
+        ch, cw = int(rng.integers(h // 2, h + 1)), int(rng.integers(w // 2, w + 1))
+        y, x = int(rng.integers(0, h - ch + 1)), int(rng.integers(0, w - cw + 1))
+        scale = rng.uniform(0.5, 1.25)
+        size = (max(32, round(cw * scale)), max(32, round(ch * scale)))
+        image = cv2.resize(photo[y:y + ch, x:x + cw], size, interpolation=cv2.INTER_AREA)
+        path = folder / f"photo-{i:05d}.jpg"
+        if not cv2.imwrite(str(path), cv2.cvtColor(image, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 90]):
+            raise OSError(f"could not write {path}")
+        paths.append(path)
+    return paths
+
+
+def bench_ingest(db: Database, folder: Path, count: int, *, model: str, runs: int, seed: int) -> list[Row]:
+    paths = write_photos(folder, count, seed=seed)
+    record = services.create_service(db.engine, "bench-ingest-0", model=model, weights="none")
+    extractor = services.extractor_for(record)
+    runs_done = 0
+
+    def pipeline() -> None:
+        nonlocal runs_done
+        # A fresh service per run, so every run stores every vector (the image rows are upserted by uri).
+        service = record if runs_done == 0 else services.create_service(
+            db.engine, f"bench-ingest-{runs_done}", model=model, weights="none")
+        runs_done += 1
+        report = ingest(db.engine, service, extractor, [str(folder)], roots=[folder], max_pixels=MAX_PIXELS,
+                        batch_size=BATCH)
+        assert report.indexed == count, report
+
+    ours = median_seconds(pipeline, runs=runs)
+
+    # The reference: the same batches, decoded and preprocessed beforehand; only the forward pass is timed.
+    rgb = [cv2.cvtColor(cv2.imread(str(p), cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB) for p in paths]
+    batches = [extractor.preprocess(rgb[i:i + BATCH]) for i in range(0, count, BATCH)]
+
+    def forward() -> None:
+        for batch in batches:
+            extractor.forward(batch)
+
+    reference = median_seconds(forward, runs=runs)
+    return [
+        Row(f"ingest {count} JPEGs, {model} batch {BATCH}: pipeline vs model forward", count / ours,
+            count / reference, "img/s", ">= 0.9", "ingest_vs_forward"),
+    ]

