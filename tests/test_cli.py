@@ -107,3 +107,10 @@ def test_demo_finds_each_edited_copy_s_original(env: dict[str, str]) -> None:
     found, total = done.stdout.split(" edited copies")[0].split()[-1].split("/")
     assert int(total) == 54
     assert int(found) >= 50
+
+
+def test_readme_configuration_table_is_the_generated_one() -> None:
+    from simsearch.settings import settings_table
+
+    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    assert settings_table() in readme

@@ -19,7 +19,7 @@ from simsearch import __version__, samples, store
 from simsearch.errors import SimsearchError
 from simsearch.index import build_generation, load_current
 from simsearch.input import decode_image, iter_sources
-from simsearch.settings import Settings, get_settings
+from simsearch.settings import Settings, get_settings, settings_table
 from simsearch.store import Hit
 
 # torch-backed modules (services, ingest, search) are imported inside the commands that need them:
@@ -335,6 +335,16 @@ def demo_cmd(
     )
     if record.weights == "none":
         out.print("[yellow]weights none: a random network, so these results mean nothing[/]")
+
+
+@app.command("config")
+def config_cmd() -> None:
+    """Print the settings simsearch reads from the environment, with their current values."""
+    settings = get_settings()
+    out.print(settings_table(), markup=False, highlight=False)
+    out.print()
+    for name in type(settings).model_fields:
+        out.print(f"{name} = {getattr(settings, name)!r}", markup=False, highlight=False)
 
 
 @app.command("version")

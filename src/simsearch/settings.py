@@ -23,7 +23,7 @@ def _default_home() -> Path:
 class Settings(BaseSettings):
     """simsearch configuration; every field is read from `SIMSEARCH_<NAME>` unless said otherwise."""
 
-    model_config = SettingsConfigDict(env_prefix="SIMSEARCH_", extra="ignore")
+    model_config = SettingsConfigDict(env_prefix="SIMSEARCH_", extra="ignore", use_attribute_docstrings=True)
 
     database_url: str | None = Field(
         default=None, validation_alias=AliasChoices("DATABASE_URL", "SIMSEARCH_DATABASE_URL")
@@ -62,3 +62,19 @@ class Settings(BaseSettings):
 @lru_cache
 def get_settings() -> Settings:
     return Settings()
+
+
+def settings_table() -> str:
+    """The configuration as a Markdown table (the README's copy is checked against this by a test)."""
+    rows = ["| variable | default | meaning |", "|---|---|---|"]
+    for name, field in Settings.model_fields.items():
+        variable = "DATABASE_URL" if name == "database_url" else f"SIMSEARCH_{name.upper()}"
+        if name == "home":
+            default = "`/var/lib/simsearch` as root, else `~/.local/share/simsearch`"
+        elif name == "data_roots":
+            default = "the current directory"
+        else:
+            default = "unset" if field.default is None else f"`{field.default}`"
+        meaning = " ".join((field.description or "").split())
+        rows.append(f"| `{variable}` | {default} | {meaning} |")
+    return "\n".join(rows)
