@@ -63,7 +63,8 @@ class Database:
 def embedded_database(folder: Path) -> Iterator[Database]:
     """A fresh embedded PostgreSQL + pgvector under `folder`, migrated; stopped on exit (before `folder`
     goes away)."""
-    os.chmod(folder, 0o755)  # the embedded server runs as user `pgserver` when we are root
+    if os.name != "nt" and os.geteuid() == 0:
+        os.chmod(folder, 0o755)  # noqa: S103 - as root, the embedded server runs as user `pgserver`
     pgdata = folder / "pgdata"
     url = store.embedded_postgres(pgdata)
     engine = store.make_engine(url)
@@ -88,8 +89,16 @@ def load_vectors(engine: Engine, name: str, vectors: np.ndarray) -> tuple[Servic
     the load took. Tables are vacuumed and analysed afterwards, as a settled database would be."""
     started = time.perf_counter()
     with engine.begin() as conn:
-        service = store.create_service(conn, name=name, model="synthetic", weights="none", layer="-",
-                                       input_size=0, metric="l2", dim=int(vectors.shape[1]))
+        service = store.create_service(
+            conn,
+            name=name,
+            model="synthetic",
+            weights="none",
+            layer="-",
+            input_size=0,
+            metric="l2",
+            dim=int(vectors.shape[1]),
+        )
     for start in range(0, len(vectors), LOAD_CHUNK):
         stop = min(start + LOAD_CHUNK, len(vectors))
         uris = [f"{name}-{i}" for i in range(start, stop)]
