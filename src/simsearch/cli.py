@@ -241,10 +241,8 @@ def search_cmd(
 
     Example: simsearch search query.jpg --service photos -k 5 --json
     """
-    import numpy as np
-
     from simsearch import services
-    from simsearch.search import search_vectors
+    from simsearch.search import search_images
 
     settings = get_settings()
     engine = open_database(settings)
@@ -253,12 +251,8 @@ def search_cmd(
     extractor = services.extractor_for(record)
     index = load_current(engine, record)
     sources = list(iter_sources(absolute(images), roots=settings.data_roots))
-    pixels = [
-        decode_image(s.read(max_bytes=256 << 20), max_pixels=settings.max_pixels, field=f"data[{s.position}]").rgb
-        for s in sources
-    ]
-    vectors = np.concatenate([extractor.embed(pixels[i : i + 32]) for i in range(0, len(pixels), 32)])
-    results = search_vectors(engine, record, index, vectors, k)
+    pixels = [decode_image(s.read(), max_pixels=settings.max_pixels, field=f"data[{s.position}]").rgb for s in sources]
+    results = search_images(engine, record, extractor, index, pixels, k)
     if as_json:
         out.print_json(
             json.dumps(
@@ -286,7 +280,7 @@ def demo_cmd(
     """
     from simsearch import services
     from simsearch.ingest import ingest
-    from simsearch.search import search_vectors
+    from simsearch.search import search_images
 
     settings = get_settings()
     engine = open_database(settings)
@@ -324,7 +318,7 @@ def demo_cmd(
         for start in range(0, len(copies), 16):
             chunk = copies[start : start + 16]
             pixels = [decode_image(c.path.read_bytes(), max_pixels=settings.max_pixels).rgb for c in chunk]
-            results.extend(search_vectors(engine, record, index, extractor.embed(pixels), k))
+            results.extend(search_images(engine, record, extractor, index, pixels, k))
             progress.advance(task, len(chunk))
     for copy, hits in list(zip(copies, results, strict=True))[:show]:
         out.print(results_table(f"{copy.path.name} ({copy.edit} of {copy.original.name})", hits))

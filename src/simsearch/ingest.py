@@ -24,8 +24,6 @@ from simsearch.input import Source, decode_image, iter_sources, probe_image
 from simsearch.models import Extractor
 from simsearch.store import NewImage, ServiceRecord
 
-MAX_FILE_BYTES = 256 << 20
-
 
 @dataclass(slots=True)
 class IngestReport:
@@ -49,7 +47,7 @@ def _prepare(
     for source in sources:
         field_name = f"data[{source.position}]"
         try:
-            decoded = decode_image(source.read(max_bytes=MAX_FILE_BYTES), max_pixels=max_pixels, field=field_name)
+            decoded = decode_image(source.read(), max_pixels=max_pixels, field=field_name)
         except BadInput as exc:
             if source.explicit:
                 raise BadInput(exc.field, f"{source.uri}: {exc.reason}") from exc

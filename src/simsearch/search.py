@@ -69,5 +69,9 @@ def search_images(
     index: LoadedIndex | None,
     images: Sequence[np.ndarray],
     k: int,
+    *,
+    batch_size: int = 32,
 ) -> list[list[Hit]]:
-    return search_vectors(engine, service, index, extractor.embed(images), k)
+    """Embed decoded images (in model batches) and search with their vectors."""
+    vectors = [extractor.embed(images[i : i + batch_size]) for i in range(0, len(images), batch_size)]
+    return search_vectors(engine, service, index, np.concatenate(vectors), k)

@@ -17,6 +17,8 @@ from pathlib import Path
 
 from simsearch.errors import BadInput
 
+MAX_FILE_BYTES = 256 << 20  # larger files are refused before they are read
+
 _BASE64_CHARS = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/=\n\r")
 
 
@@ -43,7 +45,7 @@ class Source:
         with self._path().open("rb") as fh:
             return fh.read(size)
 
-    def read(self, *, max_bytes: int) -> bytes:
+    def read(self, *, max_bytes: int = MAX_FILE_BYTES) -> bytes:
         if self.content is not None:
             return self.content
         path = self._path()
