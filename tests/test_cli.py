@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import shutil
@@ -67,6 +68,10 @@ def test_create_index_build_search(env: dict[str, str], data_dir: Path) -> None:
     listed = run(env, "service", "list").stdout
     assert "photos" in listed
     assert "resnet18" in listed
+    as_base64 = base64.b64encode(paths[3].read_bytes()).decode()
+    [by_content] = json.loads(run(env, "search", as_base64, "--service", "photos", "-k", "1", "--json").stdout)
+    assert by_content["uri"].startswith("sha256:")
+    assert by_content["nns"][0]["uri"] == str(paths[3])
     table = run(env, "search", str(paths[0]), "--service", "photos", "-k", "2").stdout
     assert "nearest to" in table
     assert "img000.png" in table

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -91,7 +92,8 @@ def results_table(query: str, hits: Sequence[Hit]) -> Table:
 
 def absolute(items: Sequence[str]) -> list[str]:
     """Paths become absolute, so stored uris do not depend on where the command ran; base64 stays."""
-    return [str(Path(item).absolute()) if Path(item).exists() else item for item in items]
+    # os.path.lexists, as input.sources uses: Path.exists raises on a long base64 string (ENAMETOOLONG)
+    return [str(Path(item).absolute()) if os.path.lexists(item) else item for item in items]
 
 
 @db_app.command("upgrade")
