@@ -14,10 +14,14 @@ import cv2
 import numpy as np
 import psycopg
 import pytest
-from sqlalchemy import Engine
+from litestar import Litestar
+from litestar.testing import TestClient
+from sqlalchemy import Engine, text
 from sqlalchemy.engine import make_url
 
 from simsearch import services, store
+from simsearch.api import create_app
+from simsearch.settings import Settings
 from simsearch.store import ServiceRecord
 
 
@@ -102,3 +106,37 @@ def new_service(
         metric=metric,
         index_type=index_type,
     )
+
+
+@pytest.fixture(scope="module")
+def api_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """SIMSEARCH_HOME of this module's app: index files go under it."""
+    return tmp_path_factory.mktemp("api-home")
+
+
+@pytest.fixture(scope="module")
+def api_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The one data root this module's app may read files from."""
+    return tmp_path_factory.mktemp("api-data")
+
+
+def api_settings(home: Path, data: Path, **overrides: object) -> Settings:
+    values: dict[str, object] = {"home": home, "data_roots": [data], "batch_size": 8} | overrides
+    return Settings.model_validate(values)
+
+
+@pytest.fixture(scope="module")
+def client(engine: Engine, api_home: Path, api_data: Path) -> Iterator[TestClient[Litestar]]:
+    """Litestar's test client over the real app, on this module's migrated database."""
+    app = create_app(api_settings(api_home, api_data), engine=engine)
+    with TestClient(app) as test_client:
+        yield test_client
+
+
+def table_counts(engine: Engine) -> dict[str, int]:
+    """Rows per table: a bad request must leave these unchanged."""
+    with engine.connect() as conn:
+        return {
+            table: int(conn.execute(text(f"SELECT count(*) FROM {table}")).scalar_one())
+            for table in ("service", "image", "embedding", "roi", "index_build")
+        }

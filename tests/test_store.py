@@ -29,7 +29,11 @@ def test_models_match_the_migrated_schema(engine: Engine) -> None:
 def test_migrations_round_trip(database_url: str) -> None:
     eng = store.make_engine(database_url)
     store.upgrade(eng)
-    assert store.db.current_revision(eng) == "0001"
+    assert store.db.current_revision(eng) == "0002"
+    store.db.downgrade(eng, "0001")
+    with eng.connect() as conn:
+        signature = "simsearch_join_hits(integer, integer[], bigint[], real[])"
+        assert conn.execute(text(f"SELECT to_regprocedure('{signature}')")).scalar() is not None
     store.db.downgrade(eng, "base")
     with eng.connect() as conn:
         assert conn.execute(text("SELECT to_regclass('embedding')")).scalar() is None

@@ -114,6 +114,8 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     op.execute("DROP FUNCTION IF EXISTS simsearch_join_hits(integer, integer[], bigint[], real[])")
+    # sql/functions/join_hits.sql is read at upgrade time: a fresh database gets its newest signature
+    op.execute("DROP FUNCTION IF EXISTS simsearch_join_hits(integer, integer[], bigint[], real[], jsonb)")
     op.execute("DROP VIEW IF EXISTS image_objects")
     for table in ["index_build", "embedding", "roi", "category", "image", "service"]:
         op.drop_table(table)

@@ -1,10 +1,11 @@
--- Function simsearch_join_hits(service_id, query_no[], embedding_id[], dist[]):
+-- Function simsearch_join_hits(service_id, query_no[], embedding_id[], dist[], filter jsonb = NULL):
 -- joins kNN hits (one row per query number, embedding id and distance, as parallel arrays) to the
--- stored images. Hits whose embedding or image is gone (deleted since the index was built) drop out.
+-- stored images. Hits whose embedding or image is gone (deleted since the index was built) drop out,
+-- and so do images whose metadata does not contain `filter` (jsonb containment, e.g. '{"label":"cat"}').
 -- Rows come back per query, nearest first.
 -- Example: SELECT * FROM simsearch_join_hits(1, ARRAY[0,0], ARRAY[17,42]::bigint[], ARRAY[0.1,0.3]::real[]);
 CREATE OR REPLACE FUNCTION simsearch_join_hits(
-    p_service_id integer, p_query integer[], p_embedding_id bigint[], p_dist real[])
+    p_service_id integer, p_query integer[], p_embedding_id bigint[], p_dist real[], p_filter jsonb DEFAULT NULL)
 RETURNS TABLE (query_no integer, embedding_id bigint, dist real, image_id bigint, roi_id bigint, uri text,
                width integer, height integer, sha256 text, metadata jsonb)
 LANGUAGE sql STABLE PARALLEL SAFE AS $$
@@ -12,5 +13,6 @@ LANGUAGE sql STABLE PARALLEL SAFE AS $$
     FROM unnest(p_query, p_embedding_id, p_dist) AS h(q, eid, d)
     JOIN embedding e ON e.id = h.eid AND e.service_id = p_service_id
     JOIN image i ON i.id = e.image_id
+    WHERE p_filter IS NULL OR i.metadata @> p_filter
     ORDER BY h.q, h.d, e.id
 $$;

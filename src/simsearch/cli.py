@@ -333,6 +333,45 @@ def demo_cmd(
         out.print("[yellow]weights none: a random network, so these results mean nothing[/]")
 
 
+_LOOPBACK = ("127.0.0.1", "::1", "localhost")
+
+
+@app.command("serve")
+def serve(
+    host: Annotated[str, typer.Option(help="Address to bind (0.0.0.0 for every interface).")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="TCP port.")] = 8080,
+    workers: Annotated[int, typer.Option(min=1, help="Worker processes (each loads its own models and indexes).")] = 1,
+    access_log: Annotated[bool, typer.Option(help="Log every request.")] = False,
+) -> None:
+    """Serve the HTTP API: DeepDetect's routes (/info, /services, /predict) and the native /api/v1, with
+    its OpenAPI schema and docs at /schema.
+
+    Example: SIMSEARCH_API_TOKEN=secret simsearch serve --host 0.0.0.0 --port 8080 --workers 2
+    """
+    from granian import Granian
+    from granian.constants import Interfaces
+
+    settings = get_settings()
+    if host not in _LOOPBACK and not (settings.api_token or settings.read_token):
+        console.print(
+            f"[yellow]warning:[/] serving on {host} without authentication: anyone who can reach this port can "
+            "index and delete. Set SIMSEARCH_API_TOKEN (and SIMSEARCH_READ_TOKEN for search-only clients)."
+        )
+    engine = open_database(settings)  # starts the embedded server if needed, and migrates once for all workers
+    os.environ["DATABASE_URL"] = engine.url.render_as_string(hide_password=False)
+    engine.dispose()
+    console.print(f"simsearch {__version__} on http://{host}:{port} (docs at /schema), {workers} worker(s)")
+    Granian(
+        "simsearch.api.app:create_app",
+        factory=True,
+        interface=Interfaces.ASGI,
+        address=host,
+        port=port,
+        workers=workers,
+        log_access=access_log,
+    ).serve()
+
+
 @app.command("config")
 def config_cmd() -> None:
     """Print the settings simsearch reads from the environment, with their current values."""

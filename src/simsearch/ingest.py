@@ -20,9 +20,20 @@ from sqlalchemy import Connection, Engine
 
 from simsearch import store
 from simsearch.errors import BadInput
-from simsearch.input import Source, decode_image, iter_sources, probe_image
+from simsearch.input import Source, UrlPolicy, decode_image, iter_sources, probe_image
 from simsearch.models import Extractor
 from simsearch.store import NewImage, ServiceRecord
+
+
+@dataclass(frozen=True, slots=True)
+class Prediction:
+    """One image of the call, in `data` order, with the vector the model made for it."""
+
+    position: int  # which `data` entry it came from
+    source_uri: str  # the path as given (or found in a directory), the URL, or sha256:<hex> for bytes
+    stored_uri: str  # the uri stored (differs when the caller names it, e.g. DeepDetect's index_uris)
+    from_bytes: bool  # base64 or upload content rather than a file or URL
+    vector: np.ndarray
 
 
 @dataclass(slots=True)
@@ -31,19 +42,31 @@ class IngestReport:
     skipped: int = 0
     skipped_uris: list[str] = field(default_factory=list)
     image_ids: dict[str, int] = field(default_factory=dict)  # stored uri -> image id
+    predictions: list[Prediction] = field(default_factory=list)  # only with keep_vectors=True
 
 
 @dataclass(slots=True)
 class _Batch:
+    sources: list[Source]
     images: list[NewImage]
     pixels: torch.Tensor | None
     skipped: list[str]
 
 
+def _stored_uri(source: Source, uris: Sequence[str | None] | None) -> str:
+    if uris is not None and source.explicit and uris[source.position] is not None:
+        return str(uris[source.position])
+    return source.uri
+
+
 def _prepare(
-    sources: Sequence[Source], extractor: Extractor, max_pixels: int, metadata: dict[str, dict[str, Any]]
+    sources: Sequence[Source],
+    extractor: Extractor,
+    max_pixels: int,
+    metadata: Sequence[dict[str, Any]] | None,
+    uris: Sequence[str | None] | None,
 ) -> _Batch:
-    images, arrays, skipped = [], [], []
+    kept, images, arrays, skipped = [], [], [], []
     for source in sources:
         field_name = f"data[{source.position}]"
         try:
@@ -53,17 +76,29 @@ def _prepare(
                 raise BadInput(exc.field, f"{source.uri}: {exc.reason}") from exc
             skipped.append(source.uri)  # a file in a directory that is not an image
             continue
+        stored = _stored_uri(source, uris)
         images.append(
             NewImage(
-                uri=source.uri,
+                uri=stored,
                 sha256=decoded.sha256,
                 width=decoded.width,
                 height=decoded.height,
-                metadata=metadata.get(source.uri, {}),
+                metadata=metadata[source.position] if metadata is not None else {},
             )
         )
+        kept.append(source)
         arrays.append(decoded.rgb)
-    return _Batch(images=images, pixels=extractor.preprocess(arrays) if arrays else None, skipped=skipped)
+    pixels = extractor.preprocess(arrays) if arrays else None
+    return _Batch(sources=kept, images=images, pixels=pixels, skipped=skipped)
+
+
+def binarize(vectors: np.ndarray, metric: str) -> np.ndarray:
+    """DeepDetect's `binarized`: each value becomes 1 when positive, else 0 (rows re-normalised for cosine)."""
+    out = (vectors > 0).astype(np.float32)
+    if metric == "cosine":
+        norms = np.linalg.norm(out, axis=1, keepdims=True)
+        out = np.divide(out, norms, out=np.zeros_like(out), where=norms > 0)
+    return out
 
 
 def _batches(sources: Iterator[Source], size: int) -> Iterator[list[Source]]:
@@ -82,21 +117,33 @@ def ingest(
     engine: Engine,
     service: ServiceRecord,
     extractor: Extractor,
-    data: Sequence[str],
+    data: Sequence[str | bytes],
     *,
     roots: Sequence[Path],
     max_pixels: int,
     batch_size: int = 32,
     atomic: bool = False,
-    metadata: dict[str, dict[str, Any]] | None = None,
+    metadata: Sequence[dict[str, Any]] | None = None,
     on_batch: Callable[[int], None] | None = None,
+    uris: Sequence[str | None] | None = None,
+    write: bool = True,
+    keep_vectors: bool = False,
+    binarized: bool = False,
+    urls: UrlPolicy | None = None,
 ) -> IngestReport:
-    """Index images named by `data` (files, directories, base64) into `service`.
+    """Index images named by `data` (files, directories, base64, URLs when `urls` allows) into `service`.
 
     Every explicit item is checked before anything is written. `atomic=True` writes the whole call in
     one transaction (an API request); otherwise each batch commits on its own (a large folder).
-    `on_batch(n)` is called after each batch with the number of sources it consumed.
+    `on_batch(n)` is called after each batch with the number of sources it consumed. `uris[i]`, when
+    given, is the uri stored for `data[i]`; `metadata[i]` is merged into the stored metadata of every
+    image `data[i]` yields. `write=False` only
+    embeds (a search); `keep_vectors` returns each image's vector in `predictions`.
     """
+    if uris is not None and len(uris) != len(data):
+        raise BadInput("index_uris", f"must have one entry per data item ({len(data)}), got {len(uris)}")
+    if metadata is not None and len(metadata) != len(data):
+        raise ValueError("metadata needs one entry per data item")
     if extractor.dim != service.dim:
         raise BadInput("service", f"the model makes {extractor.dim}-d vectors, {service.name} stores {service.dim}-d")
 
@@ -109,9 +156,9 @@ def ingest(
         except BadInput as exc:
             raise BadInput(field_name, f"{source.uri}: {exc.reason}") from exc
 
-    sources = iter_sources(data, roots=roots, check=check)
+    sources = iter_sources(data, roots=roots, check=check, urls=urls)
     report = IngestReport()
-    meta = metadata or {}
+    meta = metadata
     with (
         ThreadPoolExecutor(1, thread_name_prefix="decode") as decoder,
         ThreadPoolExecutor(1, thread_name_prefix="write") as writer,
@@ -121,18 +168,25 @@ def ingest(
         pending_write: Future[dict[str, int]] | None = None
         try:
             batches: Iterable[list[Source]] = _batches(sources, batch_size)
-            upcoming = [decoder.submit(_prepare, b, extractor, max_pixels, meta) for b in islice(batches, 1)]
+            upcoming = [decoder.submit(_prepare, b, extractor, max_pixels, meta, uris) for b in islice(batches, 1)]
             while upcoming:
                 batch = upcoming.pop().result()
-                upcoming = [decoder.submit(_prepare, b, extractor, max_pixels, meta) for b in islice(batches, 1)]
+                upcoming = [decoder.submit(_prepare, b, extractor, max_pixels, meta, uris) for b in islice(batches, 1)]
                 vectors = extractor.forward(batch.pixels) if batch.pixels is not None else None
+                if vectors is not None and binarized:
+                    vectors = binarize(vectors, service.metric)
+                if vectors is not None and keep_vectors:
+                    report.predictions.extend(
+                        Prediction(s.position, s.uri, img.uri, s.content is not None, v)
+                        for s, img, v in zip(batch.sources, batch.images, vectors, strict=True)
+                    )
                 if pending_write is not None:
                     report.image_ids.update(pending_write.result())
                     pending_write = None
                     if not atomic:
                         transaction.commit()
                         transaction = conn.begin()
-                if vectors is not None:
+                if vectors is not None and write:
                     pending_write = writer.submit(_write, conn, service, batch.images, vectors)
                 report.indexed += len(batch.images)
                 report.skipped += len(batch.skipped)

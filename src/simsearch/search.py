@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from sqlalchemy import Engine
@@ -14,17 +16,31 @@ from simsearch.models import Extractor
 from simsearch.store import Hit, ServiceRecord
 
 
+@dataclass(frozen=True, slots=True)
+class SearchOptions:
+    """Per-call knobs: a jsonb containment filter on image metadata, and the ANN search depth."""
+
+    where: dict[str, Any] | None = None
+    nprobe: int | None = None
+    ef_search: int | None = None
+
+
 def _candidates(
-    index: LoadedIndex | None, tail: store.VectorSet, queries: np.ndarray, k_index: int, k: int, metric: str
+    index: LoadedIndex | None,
+    tail: store.VectorSet,
+    queries: np.ndarray,
+    k_index: int,
+    metric: str,
+    options: SearchOptions,
 ) -> tuple[np.ndarray, np.ndarray]:
     """(ids, reported distances) per query, sorted by distance; -1 ids pad missing slots."""
     parts_ids, parts_dist = [], []
     if index is not None and index.index.ntotal:
-        raw, ids = faiss_index.search(index.index, queries, k_index)
+        raw, ids = faiss_index.search(index.index, queries, k_index, nprobe=options.nprobe, ef_search=options.ef_search)
         parts_ids.append(ids)
         parts_dist.append(faiss_index.reported_distance(raw, metric, queries.shape[1]))
     if len(tail):
-        raw, positions = faiss_index.exact_search(tail.vectors, queries, k, metric)
+        raw, positions = faiss_index.exact_search(tail.vectors, queries, k_index, metric)
         parts_ids.append(np.where(positions >= 0, tail.ids[np.maximum(positions, 0)], -1))
         parts_dist.append(faiss_index.reported_distance(raw, metric, queries.shape[1]))
     if not parts_ids:
@@ -37,29 +53,38 @@ def _candidates(
 
 
 def search_vectors(
-    engine: Engine, service: ServiceRecord, index: LoadedIndex | None, queries: np.ndarray, k: int
+    engine: Engine,
+    service: ServiceRecord,
+    index: LoadedIndex | None,
+    queries: np.ndarray,
+    k: int,
+    options: SearchOptions | None = None,
 ) -> list[list[Hit]]:
     """The k nearest stored items per query vector, joined with their image metadata.
 
-    Vectors added since the index was built are searched exactly and merged in; rows deleted since
-    are filtered by the join, and the index is asked again for more when that left fewer than k.
+    Vectors added since the index was built are searched exactly and merged in; rows deleted since,
+    and images whose metadata fails the filter, are dropped by the join, and the index is asked
+    again for more when that left fewer than k.
     """
+    options = options or SearchOptions()
     if k < 1:
         raise BadInput("k", f"must be at least 1, got {k}")
     if queries.ndim != 2 or queries.shape[1] != service.dim:
         raise BadInput("vector", f"query vectors must have dimension {service.dim}, got {queries.shape[-1]}")
     queries = np.ascontiguousarray(queries, dtype=np.float32)
+    if not np.isfinite(queries).all():
+        raise BadInput("vector", "query vectors must be finite numbers (no NaN or infinity)")
     watermark = index.build.watermark if index is not None else 0
     with engine.connect() as conn:
         tail = store.read_service_vectors(conn, service.id, service.dim, after_id=watermark)
+        total = (index.index.ntotal if index is not None else 0) + len(tail)
         k_index = k
         while True:
-            ids, dist = _candidates(index, tail, queries, k_index, k, service.metric)
-            hits = store.join_hits(conn, service.id, ids, dist.astype(np.float32))
-            index_total = index.index.ntotal if index is not None else 0
-            if all(len(h) >= k for h in hits) or k_index >= index_total:
+            ids, dist = _candidates(index, tail, queries, k_index, service.metric, options)
+            hits = store.join_hits(conn, service.id, ids, dist.astype(np.float32), where=options.where)
+            if all(len(h) >= k for h in hits) or k_index >= total:
                 return [h[:k] for h in hits]
-            k_index = min(2 * k_index + 8, index_total)  # rows were deleted since the build: ask for more
+            k_index = min(4 * k_index + 8, total)  # rows were deleted or filtered out: ask for more
 
 
 def search_images(
@@ -71,7 +96,8 @@ def search_images(
     k: int,
     *,
     batch_size: int = 32,
+    options: SearchOptions | None = None,
 ) -> list[list[Hit]]:
     """Embed decoded images (in model batches) and search with their vectors."""
     vectors = [extractor.embed(images[i : i + batch_size]) for i in range(0, len(images), batch_size)]
-    return search_vectors(engine, service, index, np.concatenate(vectors), k)
+    return search_vectors(engine, service, index, np.concatenate(vectors), k, options)

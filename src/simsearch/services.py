@@ -1,15 +1,18 @@
-"""Services: register a named pipeline (model + index settings) and load its model once per process."""
+"""Services: register a named pipeline (model + index settings), detach/re-attach/delete it, and load
+its model once per process."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from functools import lru_cache
-from typing import Any
+from pathlib import Path
+from typing import Any, Literal
 
 from sqlalchemy import Engine
 
 from simsearch import store
-from simsearch.errors import BadInput
-from simsearch.index import faiss_index
+from simsearch.errors import BadInput, Conflict
+from simsearch.index import IndexSettings, faiss_index, remove_index_files
 from simsearch.models import Extractor, ModelSpec, load_extractor, resolve_weights
 from simsearch.models.spec import METRICS
 from simsearch.store import ServiceRecord
@@ -25,6 +28,14 @@ def extractor_for(service: ServiceRecord) -> Extractor:
     return _cached_extractor(service.spec)
 
 
+def check_name(name: str) -> str:
+    """The service name as stored: stripped and lowercased (DeepDetect lowercases names everywhere)."""
+    name = name.strip().lower()
+    if not name or len(name) > 100 or not name.replace("_", "").replace("-", "").isalnum() or not name.isascii():
+        raise BadInput("name", f"{name[:100]!r}: use 1 to 100 ASCII letters, digits, '-' and '_'")
+    return name
+
+
 def create_service(
     engine: Engine,
     name: str,
@@ -35,17 +46,23 @@ def create_service(
     size: int = 224,
     metric: str = "l2",
     index_type: str = "Flat",
+    index: IndexSettings | None = None,
+    repository: Path | None = None,
     description: str = "",
     params: dict[str, Any] | None = None,
 ) -> ServiceRecord:
-    """Validate everything (model, weights, layer, metric, index type), then insert the service row."""
-    name = name.strip().lower()
-    if not name or not name.replace("_", "").replace("-", "").isalnum():
-        raise BadInput("name", f"{name!r}: use letters, digits, '-' and '_'")
+    """Validate everything (model, weights, layer, metric, index settings), then insert the service row.
+
+    A service removed with `detach_service` (DeepDetect's clear=mem) is re-attached, with its stored
+    vectors, when the model makes the same vectors (same model, weights, input size, layer, metric);
+    otherwise `Conflict`.
+    """
+    name = check_name(name)
     if metric not in METRICS:
         raise BadInput("metric", f"{metric!r}: choose one of {', '.join(METRICS)}")
     if not 16 <= size <= 4096:
         raise BadInput("size", f"{size}: must be between 16 and 4096 pixels")
+    settings = index or IndexSettings(index_type=index_type)
     spec = ModelSpec(
         model=model,
         weights=resolve_weights(model, weights),
@@ -54,8 +71,34 @@ def create_service(
         metric="cosine" if metric == "cosine" else "l2",
     )
     extractor = _cached_extractor(spec)
-    faiss_index.new_index(extractor.dim, metric, index_type)  # a bad index string is refused now, not at build
+    faiss_index.new_index(extractor.dim, metric, settings.index_type)  # a bad index string is refused now
+    index_values = settings.to_dict() | ({"repository": str(repository)} if repository else {})
+    given = params or {
+        "model": model,
+        "weights": weights,
+        "layer": layer,
+        "size": size,
+        "metric": metric,
+        "index_type": settings.index_type,
+    }
     with engine.begin() as conn:
+        existing = store.find_service(conn, name)
+        if existing is not None and existing.detached_at is not None:
+            same = (existing.model, existing.weights, existing.input_size, existing.metric) == (
+                model,
+                spec.weights,
+                size,
+                metric,
+            ) and (layer is None or extractor.layer == existing.layer)
+            if not same:
+                raise Conflict(
+                    f"service {name!r} was removed with clear=mem and its stored vectors come from "
+                    f"{existing.model} ({existing.weights}, {existing.input_size}px, {existing.metric}); "
+                    f"delete them first (DELETE /services/{name}?clear=full) or use the same model settings"
+                )
+            return store.reattach_service(
+                conn, existing.id, description=description, params=given, index_settings=index_values
+            )
         return store.create_service(
             conn,
             name=name,
@@ -67,14 +110,43 @@ def create_service(
             metric=metric,
             dim=extractor.dim,
             description=description,
-            index_settings={"backend": "faiss", "index_type": index_type},
-            params=params
-            or {
-                "model": model,
-                "weights": weights,
-                "layer": layer,
-                "size": size,
-                "metric": metric,
-                "index_type": index_type,
-            },
+            index_settings=index_values,
+            params=given,
         )
+
+
+def remove_service(engine: Engine, name: str, *, clear: Literal["mem", "full"], index_dir: Path) -> ServiceRecord:
+    """clear="mem": detach (vectors and index files stay, re-attached by the same model);
+    clear="full": delete the service, its vectors, ROIs, index files and the images only it used."""
+    name = name.strip().lower()
+    with engine.begin() as conn:
+        if clear == "mem":
+            return store.detach_service(conn, name)
+        record = store.delete_service(conn, name)
+    remove_index_files(index_dir, record)
+    return record
+
+
+def extractor_at(
+    engine: Engine, service: ServiceRecord, layer: str | None, *, record: bool
+) -> tuple[ServiceRecord, Extractor]:
+    """The service's model cut at `layer` (None: the service's own layer).
+
+    A service stores vectors of one layer: another layer is allowed only while it stores none, and
+    `record=True` (an index call) makes it the service's layer.
+    """
+    if layer is None or layer == service.layer:
+        return service, extractor_for(service)
+    extractor = _cached_extractor(replace(service.spec, layer=layer))
+    if extractor.layer == service.layer:
+        return service, extractor
+    with engine.begin() as conn:
+        if store.count_vectors(conn, service.id) > 0:
+            raise BadInput(
+                "extract_layer",
+                f"{service.name} stores vectors of layer {service.layer!r} ({service.dim}-d); "
+                f"{layer!r} would make {extractor.dim}-d vectors. Use {service.layer!r}, or another service",
+            )
+        if record:
+            return store.set_layer(conn, service.id, extractor.layer, extractor.dim), extractor
+    return replace(service, layer=extractor.layer, dim=extractor.dim), extractor

@@ -1,4 +1,4 @@
-"""One settings object, read from the environment. Only `cli` (and later `api`) read it."""
+"""One settings object, read from the environment. Only `cli` and `api` read it."""
 
 from __future__ import annotations
 
@@ -42,6 +42,30 @@ class Settings(BaseSettings):
 
     batch_size: int = Field(default=32, gt=0)
     """Images per model batch and per database transaction when indexing."""
+
+    max_items: int = Field(default=1000, gt=0)
+    """Most entries in one API call's `data` (or files in one upload); directories count as one."""
+
+    max_request_bytes: int = Field(default=64 << 20, gt=0)
+    """Largest HTTP request body accepted, in bytes (uploads and base64 included)."""
+
+    allow_urls: bool = False
+    """Fetch http(s) URLs given as image inputs (off: they are refused with 400)."""
+
+    allow_private_urls: bool = False
+    """Let URL inputs reach loopback, private and link-local addresses (only with `allow_urls`)."""
+
+    url_timeout_s: float = Field(default=10.0, gt=0)
+    """Connect and read timeout for each fetched URL, in seconds."""
+
+    max_url_bytes: int = Field(default=32 << 20, gt=0)
+    """Largest image fetched from a URL, in bytes."""
+
+    api_token: str | None = None
+    """Bearer token for every API call (admin). Unset, and `read_token` unset too: no authentication."""
+
+    read_token: str | None = None
+    """Bearer token that may only read and search. When only this one is set, writes are refused."""
 
     @field_validator("data_roots", mode="before")
     @classmethod

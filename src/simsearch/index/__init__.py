@@ -1,6 +1,25 @@
 """ANN indexes derived from the store: FAISS files, one folder per generation."""
 
 from simsearch.index.faiss_index import reported_distance
-from simsearch.index.generations import LoadedIndex, build_generation, load_current
+from simsearch.index.generations import (
+    IndexCache,
+    LoadedIndex,
+    build_generation,
+    load_current,
+    remove_index_files,
+    service_index_dir,
+)
+from simsearch.index.settings import IndexSettings, index_settings, stored_settings
 
-__all__ = ["LoadedIndex", "build_generation", "load_current", "reported_distance"]
+__all__ = [
+    "IndexCache",
+    "IndexSettings",
+    "LoadedIndex",
+    "build_generation",
+    "index_settings",
+    "load_current",
+    "remove_index_files",
+    "reported_distance",
+    "service_index_dir",
+    "stored_settings",
+]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any, cast
 
 import faiss
 import numpy as np
@@ -75,10 +76,37 @@ def load(path: Path) -> faiss.Index:
     return faiss.read_index(str(path))
 
 
-def search(index: faiss.Index, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+def search_parameters(
+    index: faiss.Index, *, nprobe: int | None = None, ef_search: int | None = None
+) -> faiss.SearchParameters | None:
+    """Per-call search parameters (thread-safe: nothing is set on the shared index). IVF: `nprobe`,
+    default lists / 20 (at least 1), also inside pre-transforms (OPQ, PCA); HNSW: `efSearch`."""
+    # faiss's bundled stubs lack some of these classes and keywords: set attributes instead
+    inner = faiss.downcast_index(index)
+    params: Any = None
+    if isinstance(inner, faiss.IndexPreTransform):
+        nested = search_parameters(inner.index, nprobe=nprobe, ef_search=ef_search)
+        if nested is not None:
+            params = faiss.SearchParametersPreTransform()
+            params.index_params = nested
+    elif isinstance(inner, faiss.IndexIDMap2 | faiss.IndexIDMap):
+        params = search_parameters(inner.index, nprobe=nprobe, ef_search=ef_search)
+    elif isinstance(inner, faiss.IndexIVF):
+        params = faiss.SearchParametersIVF()
+        params.nprobe = min(nprobe or max(1, inner.nlist // 20), inner.nlist)
+    elif isinstance(inner, faiss.IndexHNSW) and ef_search is not None:
+        params = faiss.SearchParametersHNSW()  # type: ignore[attr-defined]
+        params.efSearch = ef_search
+    return cast("faiss.SearchParameters | None", params)
+
+
+def search(
+    index: faiss.Index, queries: np.ndarray, k: int, *, nprobe: int | None = None, ef_search: int | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """Raw (distances, ids), each (nq, k); ids are -1 where the index has fewer than k vectors."""
     k = max(1, min(k, int(index.ntotal))) if index.ntotal else 1
-    distances, ids = index.search(np.ascontiguousarray(queries, dtype=np.float32), k)
+    params = search_parameters(index, nprobe=nprobe, ef_search=ef_search)
+    distances, ids = index.search(np.ascontiguousarray(queries, dtype=np.float32), k, params=params)
     return distances, ids
 
 

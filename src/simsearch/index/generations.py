@@ -1,21 +1,30 @@
-"""Generations: build a new index beside the old one, record it in Postgres, load the current one."""
+"""Generations: build a new index beside the old one, record it in Postgres, swap it in.
+
+`IndexCache` holds each service's loaded generation in a process; it asks Postgres which generation
+is current on each use (one indexed lookup), so every worker and replica serves the newest ready
+build without restarting.
+"""
 
 from __future__ import annotations
 
 import shutil
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import faiss
+import numpy as np
 from sqlalchemy import Engine
 
 from simsearch import store
 from simsearch.errors import BadInput, SimsearchError
 from simsearch.index import faiss_index
+from simsearch.index.settings import stored_settings
 from simsearch.store import BuildRecord, ServiceRecord
 
 INDEX_FILE = "index.faiss"
+_SAMPLE_SEED = 1234  # training samples are random but repeatable
 
 
 @dataclass(frozen=True, slots=True)
@@ -24,16 +33,38 @@ class LoadedIndex:
     index: faiss.Index
 
 
+def service_index_dir(index_dir: Path, service: ServiceRecord) -> Path:
+    """The service's own folder (its `repository`), or one named after it under `index_dir`."""
+    repository = service.index_settings.get("repository")
+    return Path(repository) if repository else index_dir / service.name
+
+
 def generation_dir(index_dir: Path, service: ServiceRecord, build_id: int) -> Path:
-    return index_dir / service.name / f"gen-{build_id:08d}"
+    return service_index_dir(index_dir, service) / f"gen-{build_id:08d}"
 
 
 def build_generation(
     engine: Engine, service: ServiceRecord, index_dir: Path, *, index_type: str | None = None
 ) -> BuildRecord:
-    """Rebuild the service's index from Postgres as a new generation and make it current."""
-    index_type = index_type or str(service.index_settings.get("index_type", "Flat"))
+    """Rebuild the service's index from Postgres as a new generation and make it current.
+
+    Builds of one service are serialised by an advisory lock: a second caller waits, then builds
+    again from the newer snapshot. Searches never wait: they keep using the previous generation.
+    """
+    settings = stored_settings(service.index_settings)
+    index_type = index_type or settings.index_type
     faiss_index.new_index(service.dim, service.metric, index_type)  # refuse a bad string before any write
+    with engine.connect() as lock:
+        store.lock_builds(lock, service.id)
+        try:
+            return _build_locked(engine, service, index_dir, index_type, settings.train_samples)
+        finally:
+            store.unlock_builds(lock, service.id)
+
+
+def _build_locked(
+    engine: Engine, service: ServiceRecord, index_dir: Path, index_type: str, train_samples: int | None
+) -> BuildRecord:
     with engine.begin() as conn:
         build_id = store.start_build(conn, service.id, "faiss", index_type, {"metric": service.metric})
     try:
@@ -46,8 +77,14 @@ def build_generation(
         timings["read_s"] = time.perf_counter() - started
         if len(vectors) == 0:
             raise BadInput("service", f"{service.name} has no stored vectors yet; index some images first")
+        sample = None
+        if train_samples is not None and train_samples < len(vectors):
+            rows = np.random.default_rng(_SAMPLE_SEED).choice(len(vectors), train_samples, replace=False)
+            sample = vectors.vectors[np.sort(rows)]
         started = time.perf_counter()
-        index = faiss_index.build(vectors.ids, vectors.vectors, metric=service.metric, index_type=index_type)
+        index = faiss_index.build(
+            vectors.ids, vectors.vectors, metric=service.metric, index_type=index_type, train_sample=sample
+        )
         timings["train_add_s"] = time.perf_counter() - started
         folder = generation_dir(index_dir, service, build_id)
         folder.mkdir(parents=True, exist_ok=True)
@@ -59,7 +96,7 @@ def build_generation(
                 conn, build_id, vector_count=len(vectors), watermark=watermark, path=str(folder), timings=timings
             )
             build = store.current_build(conn, service.id)
-    except (SimsearchError, RuntimeError, OSError) as exc:
+    except (SimsearchError, RuntimeError, OSError, MemoryError) as exc:
         with engine.begin() as conn:
             store.fail_build(conn, build_id, str(exc))
         raise
@@ -72,10 +109,15 @@ def build_generation(
 def _remove_retired(index_dir: Path, service: ServiceRecord, *, keep: int) -> None:
     """Drop generation folders older than the current one (a reader that already loaded one keeps its
     in-memory copy; FAISS does not read the file after load)."""
-    root = index_dir / service.name
-    for folder in root.glob("gen-*"):
+    for folder in service_index_dir(index_dir, service).glob("gen-*"):
         if folder.name < f"gen-{keep:08d}":
             shutil.rmtree(folder, ignore_errors=True)
+
+
+def remove_index_files(index_dir: Path, service: ServiceRecord) -> None:
+    """Delete every generation folder of the service (after the service itself is deleted)."""
+    for folder in service_index_dir(index_dir, service).glob("gen-*"):
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def load_current(engine: Engine, service: ServiceRecord) -> LoadedIndex | None:
@@ -85,3 +127,39 @@ def load_current(engine: Engine, service: ServiceRecord) -> LoadedIndex | None:
     if build is None or build.path is None:
         return None
     return LoadedIndex(build=build, index=faiss_index.load(Path(build.path) / INDEX_FILE))
+
+
+class IndexCache:
+    """Each service's current generation, loaded once per process and swapped when a newer one is ready."""
+
+    def __init__(self, engine: Engine) -> None:
+        self._engine = engine
+        self._loaded: dict[int, LoadedIndex] = {}
+        self._lock = threading.Lock()
+
+    def current(self, service: ServiceRecord) -> LoadedIndex | None:
+        with self._engine.connect() as conn:
+            build = store.current_build(conn, service.id)
+        if build is None or build.path is None:
+            return None
+        loaded = self._loaded.get(service.id)
+        if loaded is not None and loaded.build.id >= build.id:
+            return loaded
+        with self._lock:  # one loader per process; searches meanwhile use what they already hold
+            loaded = self._loaded.get(service.id)
+            if loaded is None or loaded.build.id < build.id:
+                loaded = LoadedIndex(build=build, index=faiss_index.load(Path(build.path) / INDEX_FILE))
+                self._loaded[service.id] = loaded
+            return loaded
+
+    def put(self, service: ServiceRecord, loaded: LoadedIndex) -> None:
+        with self._lock:
+            self._loaded[service.id] = loaded
+
+    def forget(self, service_id: int) -> None:
+        with self._lock:
+            self._loaded.pop(service_id, None)
+
+    def loaded(self) -> dict[int, int]:
+        """service id -> generation loaded in this process (for health checks)."""
+        return {sid: li.build.id for sid, li in self._loaded.items()}

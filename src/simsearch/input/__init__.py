@@ -1,6 +1,7 @@
-"""Input: strings naming files, directories or base64 bytes -> sources -> decoded RGB pixels."""
+"""Input: strings naming files, directories, base64 bytes or URLs -> sources -> decoded RGB pixels."""
 
 from simsearch.input.decode import Decoded, decode_image, probe_image
+from simsearch.input.fetch import UrlPolicy, fetch_url
 from simsearch.input.sources import Source, iter_sources
 
-__all__ = ["Decoded", "Source", "decode_image", "iter_sources", "probe_image"]
+__all__ = ["Decoded", "Source", "UrlPolicy", "decode_image", "fetch_url", "iter_sources", "probe_image"]

@@ -1,8 +1,9 @@
-"""Turn the strings a user gives (paths, directories, base64) into sources of image bytes.
+"""Turn the strings a user gives (paths, directories, base64, http(s) URLs) into sources of image bytes.
 
 Every explicitly named item is checked before the first source is yielded, so a bad item fails the
 whole call before anything is written; directories are walked lazily, in sorted order, so a folder of
-any size streams in bounded memory.
+any size streams in bounded memory. URLs are fetched only when a `UrlPolicy` is given, during that
+first pass, so their bytes are held in memory until yielded.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from simsearch.errors import BadInput
+from simsearch.input.fetch import UrlPolicy, fetch_url
 
 MAX_FILE_BYTES = 256 << 20  # larger files are refused before they are read
 
@@ -72,11 +74,17 @@ def _decode_base64(item: str) -> bytes | None:
     return raw or None
 
 
-def _resolve(item: str, position: int, roots: Sequence[Path]) -> Source | Path:
+def _resolve(item: str | bytes, position: int, roots: Sequence[Path], urls: UrlPolicy | None) -> Source | Path:
     field = f"data[{position}]"
+    if isinstance(item, bytes):  # an upload: the bytes themselves
+        if not item:
+            raise BadInput(field, "the uploaded file is empty")
+        return Source(uri="sha256:" + hashlib.sha256(item).hexdigest(), position=position, explicit=True, content=item)
     lowered = item[:10].lower()
     if lowered.startswith(("http://", "https://")):
-        raise BadInput(field, f"URL fetching is disabled: {item[:200]}")
+        if urls is None:
+            raise BadInput(field, f"URL fetching is disabled: {item[:200]}; set SIMSEARCH_ALLOW_URLS=1 to fetch URLs")
+        return Source(uri=item, position=position, explicit=True, content=fetch_url(item, urls, field=field))
     if lowered.startswith("file://"):
         raise BadInput(field, "file:// URLs are refused; give the path itself")
     if item and os.path.lexists(item):
@@ -117,17 +125,22 @@ def _walk(directory: Path, position: int, roots: Sequence[Path]) -> Iterator[Sou
 
 
 def iter_sources(
-    items: Sequence[str], *, roots: Sequence[Path], check: Callable[[Source], None] | None = None
+    items: Sequence[str | bytes],
+    *,
+    roots: Sequence[Path],
+    check: Callable[[Source], None] | None = None,
+    urls: UrlPolicy | None = None,
 ) -> Iterator[Source]:
-    """Yield a source per explicit file or base64 string and per file inside each directory.
+    """Yield a source per explicit file, base64 string, URL or uploaded bytes, and per file inside each directory.
 
     Raises `BadInput` naming `data[i]` for the first unusable item, before yielding anything;
     `check` is called on each explicit source during that first pass (e.g. an image header probe).
+    http(s) URLs are refused unless `urls` is given; then they are fetched in that first pass.
     """
     if not items:
         raise BadInput("data", "missing data: give at least one file, directory or base64 image")
     resolved_roots = [Path(root).resolve() for root in roots]
-    resolved = [_resolve(item, i, resolved_roots) for i, item in enumerate(items)]
+    resolved = [_resolve(item, i, resolved_roots, urls) for i, item in enumerate(items)]
     if check is not None:
         for entry in resolved:
             if isinstance(entry, Source):

@@ -1,16 +1,36 @@
 """Store: the only package that talks to Postgres (SQLAlchemy models, binary COPY, the sql/ functions)."""
 
-from simsearch.store.builds import current_build, fail_build, finish_build, list_builds, start_build
+from simsearch.store.builds import (
+    current_build,
+    fail_build,
+    finish_build,
+    list_builds,
+    lock_builds,
+    start_build,
+    unlock_builds,
+)
 from simsearch.store.db import embedded_postgres, make_engine, upgrade
 from simsearch.store.hits import join_hits
+from simsearch.store.images import get_image, image_vector, list_images, update_metadata
 from simsearch.store.read import VectorSet, max_embedding_id, read_service_vectors
-from simsearch.store.records import BuildRecord, Hit, NewImage, ServiceRecord
-from simsearch.store.services import count_vectors, create_service, delete_service, get_service, list_services
+from simsearch.store.records import BuildRecord, Hit, ImageRecord, NewImage, ServiceRecord
+from simsearch.store.services import (
+    count_vectors,
+    create_service,
+    delete_service,
+    detach_service,
+    find_service,
+    get_service,
+    list_services,
+    reattach_service,
+    set_layer,
+)
 from simsearch.store.write import delete_images, replace_image_vectors, upsert_images
 
 __all__ = [
     "BuildRecord",
     "Hit",
+    "ImageRecord",
     "NewImage",
     "ServiceRecord",
     "VectorSet",
@@ -19,18 +39,28 @@ __all__ = [
     "current_build",
     "delete_images",
     "delete_service",
+    "detach_service",
     "embedded_postgres",
     "fail_build",
+    "find_service",
     "finish_build",
+    "get_image",
     "get_service",
+    "image_vector",
     "join_hits",
     "list_builds",
+    "list_images",
     "list_services",
+    "lock_builds",
     "make_engine",
     "max_embedding_id",
     "read_service_vectors",
+    "reattach_service",
     "replace_image_vectors",
+    "set_layer",
     "start_build",
+    "unlock_builds",
+    "update_metadata",
     "upgrade",
     "upsert_images",
 ]

@@ -12,6 +12,19 @@ from simsearch.store.tables import IndexBuild
 _build = cast(Table, IndexBuild.__table__)
 
 
+_BUILD_LOCK = 0x51D5  # first key of the advisory locks that serialise the builds of one service
+
+
+def lock_builds(conn: Connection, service_id: int) -> None:
+    """Wait for, then hold until `conn` closes, the lock that serialises builds of one service (every
+    process and replica of the API agrees on it, because it lives in Postgres)."""
+    conn.execute(text("SELECT pg_advisory_lock(:a, :b)"), {"a": _BUILD_LOCK, "b": service_id})
+
+
+def unlock_builds(conn: Connection, service_id: int) -> None:
+    conn.execute(text("SELECT pg_advisory_unlock(:a, :b)"), {"a": _BUILD_LOCK, "b": service_id})
+
+
 def start_build(conn: Connection, service_id: int, backend: str, index_type: str, params: dict[str, Any]) -> int:
     row = conn.execute(
         insert(_build)

@@ -73,9 +73,17 @@ def alembic_config(engine: Engine) -> Config:
 
 
 def upgrade(engine: Engine, revision: str = "head") -> None:
-    """Apply the Alembic migrations up to `revision` (one transaction each)."""
+    """Apply the Alembic migrations up to `revision` (one transaction each). An advisory lock makes
+    concurrent callers (several API workers starting at once) wait for each other."""
     try:
-        command.upgrade(alembic_config(engine), revision)
+        with engine.connect() as lock:
+            lock.execute(text("SELECT pg_advisory_lock(20949, 0)"))
+            lock.commit()
+            try:
+                command.upgrade(alembic_config(engine), revision)
+            finally:
+                lock.execute(text("SELECT pg_advisory_unlock(20949, 0)"))
+                lock.commit()
     except Exception as exc:
         if "vector" in str(exc) and "extension" in str(exc):
             raise Unavailable(

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+from typing import Any
+
 import numpy as np
 from sqlalchemy import Connection, text
 
@@ -9,13 +12,16 @@ from simsearch.store.records import Hit
 
 _JOIN = text(
     "SELECT * FROM simsearch_join_hits(CAST(:sid AS integer), CAST(:q AS integer[]), CAST(:ids AS bigint[]), "
-    "CAST(:dists AS real[]))"
+    "CAST(:dists AS real[]), CAST(:filter AS jsonb))"
 )
 
 
-def join_hits(conn: Connection, service_id: int, ids: np.ndarray, dists: np.ndarray) -> list[list[Hit]]:
+def join_hits(
+    conn: Connection, service_id: int, ids: np.ndarray, dists: np.ndarray, *, where: dict[str, Any] | None = None
+) -> list[list[Hit]]:
     """ids/dists: (nq, k) arrays, -1 ids for missing hits. Returns per query the hits still stored,
-    nearest first; hits whose rows are gone are dropped (the caller asks for more than k)."""
+    nearest first; hits whose rows are gone, or whose image metadata does not contain `where`, are
+    dropped (the caller asks for more than k)."""
     nq = ids.shape[0]
     valid = ids >= 0
     query_no = np.broadcast_to(np.arange(nq)[:, None], ids.shape)[valid]
@@ -29,6 +35,7 @@ def join_hits(conn: Connection, service_id: int, ids: np.ndarray, dists: np.ndar
             "q": query_no.tolist(),
             "ids": ids[valid].tolist(),
             "dists": dists[valid].astype(np.float64).tolist(),
+            "filter": json.dumps(where) if where is not None else None,
         },
     )
     for row in rows:

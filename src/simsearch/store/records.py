@@ -24,6 +24,7 @@ class ServiceRecord:
     description: str
     params: dict[str, Any]
     created_at: datetime
+    detached_at: datetime | None = None
 
     @property
     def spec(self) -> ModelSpec:
@@ -56,6 +57,17 @@ class NewImage:
     width: int
     height: int
     metadata: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class ImageRecord:
+    id: int
+    uri: str
+    sha256: str
+    width: int
+    height: int
+    metadata: dict[str, Any]
+    created_at: datetime
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,10 +1,10 @@
-"""Service rows: create, read, list, delete."""
+"""Service rows: create, read, list, detach (clear=mem) and re-attach, delete."""
 
 from __future__ import annotations
 
 from typing import Any, cast
 
-from sqlalchemy import Connection, Table, delete, func, insert, select
+from sqlalchemy import Connection, Table, func, insert, select, text, update
 from sqlalchemy.exc import IntegrityError
 
 from simsearch.errors import Conflict, NotFound
@@ -32,22 +32,80 @@ def create_service(conn: Connection, **values: Any) -> ServiceRecord:  # noqa: A
     return _record(row)
 
 
-def get_service(conn: Connection, name: str) -> ServiceRecord:
+def find_service(conn: Connection, name: str) -> ServiceRecord | None:
+    """The service of that name, attached or detached; None when there is none."""
     row = conn.execute(select(_service).where(_service.c.name == name)).one_or_none()
-    if row is None:
-        raise NotFound(f"service {name!r} not found; create it with `simsearch service create {name} ...`")
-    return _record(row)
+    return _record(row) if row is not None else None
+
+
+def get_service(conn: Connection, name: str) -> ServiceRecord:
+    """An attached service; `NotFound` otherwise."""
+    record = find_service(conn, name)
+    if record is None or record.detached_at is not None:
+        raise NotFound(
+            f"service {name!r} not found; create it first (`simsearch service create {name} ...`, "
+            f"PUT /services/{name} or POST /api/v1/services)"
+        )
+    return record
 
 
 def list_services(conn: Connection) -> list[ServiceRecord]:
-    return [_record(row) for row in conn.execute(select(_service).order_by(_service.c.name))]
+    rows = conn.execute(select(_service).where(_service.c.detached_at.is_(None)).order_by(_service.c.name))
+    return [_record(row) for row in rows]
 
 
-def delete_service(conn: Connection, name: str) -> None:
-    """Delete the service with its vectors, ROIs and build records (cascades)."""
-    result = conn.execute(delete(_service).where(_service.c.name == name))
-    if result.rowcount == 0:
+def detach_service(conn: Connection, name: str) -> ServiceRecord:
+    """Remove the service from the API but keep its vectors, builds and index files (clear=mem)."""
+    row = conn.execute(
+        update(_service)
+        .where(_service.c.name == name, _service.c.detached_at.is_(None))
+        .values(detached_at=func.now())
+        .returning(*_service.c)
+    ).one_or_none()
+    if row is None:
         raise NotFound(f"service {name!r} not found")
+    return _record(row)
+
+
+def reattach_service(conn: Connection, service_id: int, **values: Any) -> ServiceRecord:  # noqa: ANN401
+    row = conn.execute(
+        update(_service).where(_service.c.id == service_id).values(detached_at=None, **values).returning(*_service.c)
+    ).one()
+    return _record(row)
+
+
+def set_layer(conn: Connection, service_id: int, layer: str, dim: int) -> ServiceRecord:
+    """Record the layer (and its dimension) of a service that has no vectors yet."""
+    row = conn.execute(
+        update(_service).where(_service.c.id == service_id).values(layer=layer, dim=dim).returning(*_service.c)
+    ).one()
+    return _record(row)
+
+
+def delete_service(conn: Connection, name: str) -> ServiceRecord:
+    """Delete the service (attached or detached) with its vectors, ROIs and build records (cascades),
+    and the images no other service still uses."""
+    record = find_service(conn, name)
+    if record is None:
+        raise NotFound(f"service {name!r} not found")
+    orphans = conn.execute(
+        text(
+            "SELECT coalesce(array_agg(DISTINCT image_id), '{}') FROM ("
+            " SELECT image_id FROM embedding WHERE service_id = :sid UNION ALL"
+            " SELECT image_id FROM roi WHERE service_id = :sid) AS used"
+        ),
+        {"sid": record.id},
+    ).scalar_one()
+    conn.execute(_service.delete().where(_service.c.id == record.id))
+    conn.execute(
+        text(
+            "DELETE FROM image i WHERE i.id = ANY(:ids)"
+            " AND NOT EXISTS (SELECT 1 FROM embedding e WHERE e.image_id = i.id)"
+            " AND NOT EXISTS (SELECT 1 FROM roi r WHERE r.image_id = i.id)"
+        ),
+        {"ids": list(orphans)},
+    )
+    return record
 
 
 def count_vectors(conn: Connection, service_id: int) -> int:

@@ -59,6 +59,9 @@ class Service(Base):
     description: Mapped[str] = mapped_column(Text, server_default="")
     params: Mapped[dict[str, Any]] = mapped_column(server_default="{}")  # as the user gave them
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    # set when removed from the API with DeepDetect's clear=mem: vectors and index files stay, and
+    # creating the service again with the same model re-attaches them
+    detached_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
 
 class Image(Base):
@@ -107,6 +110,7 @@ class Embedding(Base):
         UniqueConstraint("service_id", "image_id", "roi_id", postgresql_nulls_not_distinct=True),
         Index("ix_embedding_service_id_id", "service_id", "id"),
         Index("ix_embedding_image_id", "image_id"),
+        Index("ix_embedding_service_id_image_id", "service_id", "image_id"),
     )
 
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True)

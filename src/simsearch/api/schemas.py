@@ -1,0 +1,185 @@
+"""Request and response bodies of the native face (/api/v1), as msgspec Structs: typed in OpenAPI,
+validated by Litestar before a handler runs."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+import msgspec
+from litestar.datastructures import UploadFile
+
+Name = Annotated[str, msgspec.Meta(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9_-]+$", examples=["photos"])]
+PositiveInt = Annotated[int, msgspec.Meta(ge=1, le=1_000_000)]
+K = Annotated[int, msgspec.Meta(ge=1, le=1000, description="How many neighbours to return")]
+Metadata = Annotated[dict[str, Any], msgspec.Meta(examples=[{"label": "cat", "sku": "A-17"}])]
+
+
+class ServiceCreate(msgspec.Struct, forbid_unknown_fields=True):
+    name: Name
+    model: Annotated[str, msgspec.Meta(min_length=1, max_length=100, examples=["resnet50"])]
+    weights: Annotated[str, msgspec.Meta(min_length=1, max_length=4096, examples=["DEFAULT", "none"])] = "DEFAULT"
+    layer: Annotated[str, msgspec.Meta(min_length=1, max_length=200)] | None = None
+    size: Annotated[int, msgspec.Meta(ge=16, le=4096)] = 224
+    metric: Literal["l2", "cosine"] = "l2"
+    index_type: Annotated[str, msgspec.Meta(min_length=1, max_length=200, examples=["Flat", "IVF256,SQ8"])] = "Flat"
+    train_samples: PositiveInt | None = None
+    nprobe: PositiveInt | None = None
+    ef_search: PositiveInt | None = None
+    index_gpu: bool = False
+    description: Annotated[str, msgspec.Meta(max_length=10_000)] = ""
+
+
+class IndexInfo(msgspec.Struct):
+    backend: str
+    index_type: str
+    vectors: int
+    generation: int | None
+    built_at: datetime | None
+    train_samples: int | None
+    nprobe: int | None
+    ef_search: int | None
+
+
+class ServiceOut(msgspec.Struct):
+    name: str
+    description: str
+    model: str
+    weights: str
+    layer: str
+    size: int
+    metric: str
+    dimension: int
+    index: IndexInfo
+    created_at: datetime
+
+
+class ImageItem(msgspec.Struct, forbid_unknown_fields=True):
+    data: Annotated[
+        str,
+        msgspec.Meta(
+            min_length=1,
+            description="A path under SIMSEARCH_DATA_ROOTS, a directory, base64 image bytes, or an http(s) URL "
+            "when SIMSEARCH_ALLOW_URLS=1",
+            examples=["/srv/photos/cat.jpg"],
+        ),
+    ]
+    uri: Annotated[str, msgspec.Meta(min_length=1, max_length=4096, examples=["sku-17"])] | None = None
+    metadata: Metadata = msgspec.field(default_factory=dict)
+
+
+class IndexRequest(msgspec.Struct, forbid_unknown_fields=True):
+    items: Annotated[list[ImageItem], msgspec.Meta(min_length=1)]
+
+
+class StoredImage(msgspec.Struct):
+    position: int  # which item (or upload) it came from
+    id: int
+    uri: str
+
+
+class IndexResult(msgspec.Struct):
+    images: list[StoredImage]
+    indexed: int
+    skipped: int
+    skipped_uris: list[str]
+
+
+@dataclass
+class UploadForm:
+    """multipart/form-data: one or more `files`; `items` (optional) is a JSON array, one object per
+    file, with `uri` and `metadata`."""
+
+    files: list[UploadFile]
+    items: str | None = None
+
+
+class ImageOut(msgspec.Struct):
+    id: int
+    uri: str
+    sha256: str
+    width: int
+    height: int
+    metadata: dict[str, Any]
+    created_at: datetime
+
+
+class ImagePage(msgspec.Struct):
+    items: list[ImageOut]
+    next_cursor: str | None
+
+
+class ImagePatch(msgspec.Struct, forbid_unknown_fields=True):
+    metadata: Metadata
+    replace: bool = False  # false: merge (new keys win); true: replace the whole object
+
+
+class SearchRequest(msgspec.Struct, forbid_unknown_fields=True):
+    """Give exactly one of `image`, `image_id` and `vector`."""
+
+    image: Annotated[str, msgspec.Meta(min_length=1, description="path, base64 bytes or URL")] | None = None
+    image_id: Annotated[int, msgspec.Meta(ge=1)] | None = None
+    vector: Annotated[list[float], msgspec.Meta(min_length=1, max_length=65536)] | None = None
+    k: K = 10
+    filter: (
+        Annotated[
+            dict[str, Any], msgspec.Meta(description="jsonb containment on image metadata", examples=[{"label": "cat"}])
+        ]
+        | None
+    ) = None
+    nprobe: PositiveInt | None = None
+    ef_search: PositiveInt | None = None
+
+
+@dataclass
+class SearchUploadForm:
+    """multipart/form-data: the query image as `file`; `k` and `filter` (a JSON object) optional."""
+
+    file: UploadFile
+    k: int = 10
+    filter: str | None = None
+
+
+class HitOut(msgspec.Struct):
+    image_id: int
+    uri: str
+    distance: float
+    width: int
+    height: int
+    sha256: str
+    metadata: dict[str, Any]
+
+
+class SearchResult(msgspec.Struct):
+    results: list[HitOut]
+    generation: int | None  # the index generation that answered (None: exact search only)
+
+
+class BuildRequest(msgspec.Struct, forbid_unknown_fields=True):
+    index_type: Annotated[str, msgspec.Meta(min_length=1, max_length=200, examples=["IVF256,SQ8"])] | None = None
+
+
+class BuildOut(msgspec.Struct):
+    id: int
+    status: str
+    backend: str
+    index_type: str
+    vector_count: int
+    watermark: int
+    started_at: datetime
+    finished_at: datetime | None
+    timings: dict[str, Any]
+    error: str | None
+
+
+class ServiceHealth(msgspec.Struct):
+    name: str
+    generation: int | None  # the newest ready generation in Postgres
+    loaded: int | None  # the generation this process holds in memory
+
+
+class Health(msgspec.Struct):
+    status: Literal["ok"]
+    database: bool
+    services: list[ServiceHealth]
