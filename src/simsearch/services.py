@@ -3,6 +3,7 @@ its model once per process."""
 
 from __future__ import annotations
 
+import threading
 from dataclasses import replace
 from functools import lru_cache
 from pathlib import Path
@@ -18,9 +19,19 @@ from simsearch.models.spec import METRICS
 from simsearch.store import ServiceRecord
 
 
+_LOADING = threading.Lock()
+
+
 @lru_cache(maxsize=8)
-def _cached_extractor(spec: ModelSpec) -> Extractor:
+def _load_once(spec: ModelSpec) -> Extractor:
     return load_extractor(spec)
+
+
+def _cached_extractor(spec: ModelSpec) -> Extractor:
+    # torch.fx tracing (create_feature_extractor) is not thread-safe, and two API requests may load
+    # the same model at once: one loader at a time; cache hits cost only the lock.
+    with _LOADING:
+        return _load_once(spec)
 
 
 def extractor_for(service: ServiceRecord) -> Extractor:

@@ -74,6 +74,12 @@ class Settings(BaseSettings):
             return [Path(part) for part in value.split(":") if part]
         return value
 
+    @field_validator("api_token", "read_token", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value: Any) -> Any:  # noqa: ANN401 - pydantic hands us the raw value
+        # docker compose passes `${SIMSEARCH_API_TOKEN:-}` as an empty string: that means "no token"
+        return None if isinstance(value, str) and not value.strip() else value
+
     @property
     def pgdata(self) -> Path:
         return self.home / "pgdata"

@@ -18,7 +18,7 @@ import numpy as np
 from sqlalchemy import Engine
 
 from simsearch import store
-from simsearch.errors import BadInput, SimsearchError
+from simsearch.errors import BadInput, SimsearchError, Unavailable
 from simsearch.index import faiss_index
 from simsearch.index.settings import stored_settings
 from simsearch.store import BuildRecord, ServiceRecord
@@ -129,6 +129,17 @@ def load_current(engine: Engine, service: ServiceRecord) -> LoadedIndex | None:
     return LoadedIndex(build=build, index=faiss_index.load(Path(build.path) / INDEX_FILE))
 
 
+def _load_file(service: ServiceRecord, build: BuildRecord) -> faiss.Index:
+    path = Path(str(build.path)) / INDEX_FILE
+    try:
+        return faiss_index.load(path)
+    except RuntimeError as exc:  # a missing or damaged file: Postgres still has every vector
+        raise Unavailable(
+            f"generation {build.id} of {service.name} cannot be read from {path} ({str(exc).splitlines()[-1][:200]}); "
+            "build the index again (build_index / POST .../builds) to restore fast search"
+        ) from exc
+
+
 class IndexCache:
     """Each service's current generation, loaded once per process and swapped when a newer one is ready."""
 
@@ -148,7 +159,7 @@ class IndexCache:
         with self._lock:  # one loader per process; searches meanwhile use what they already hold
             loaded = self._loaded.get(service.id)
             if loaded is None or loaded.build.id < build.id:
-                loaded = LoadedIndex(build=build, index=faiss_index.load(Path(build.path) / INDEX_FILE))
+                loaded = LoadedIndex(build=build, index=_load_file(service, build))
                 self._loaded[service.id] = loaded
             return loaded
 
