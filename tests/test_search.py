@@ -185,7 +185,7 @@ def test_a_bad_index_type_is_refused_and_the_previous_generation_keeps_serving(
     first = build_generation(engine, svc, tmp_path / "ix")
     with pytest.raises(BadInput, match="not a FAISS index_factory string"):
         build_generation(engine, svc, tmp_path / "ix", index_type="Bogus99")
-    with pytest.raises(BadInput, match="cannot train IVF64,Flat on 4 vectors"):
+    with pytest.raises(BadInput, match="IVF64,Flat needs at least 64 vectors to train, the service has 4"):
         build_generation(engine, svc, tmp_path / "ix", index_type="IVF64,Flat")
     current = load_current(engine, svc)
     assert current is not None

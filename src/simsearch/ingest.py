@@ -107,6 +107,7 @@ def _batches(sources: Iterator[Source], size: int) -> Iterator[list[Source]]:
 
 
 def _write(conn: Connection, service: ServiceRecord, images: list[NewImage], vectors: np.ndarray) -> dict[str, int]:
+    store.record_layer(conn, service.id, service.layer, service.dim)  # a first call with another layer
     ids = store.upsert_images(conn, images)
     latest = {img.uri: i for i, img in enumerate(images)}  # the same uri twice: the last one wins
     store.replace_image_vectors(conn, service.id, [ids[uri] for uri in latest], vectors[list(latest.values())])

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -14,6 +14,8 @@ from simsearch.errors import BadInput
 from simsearch.index import LoadedIndex, faiss_index
 from simsearch.models import Extractor
 from simsearch.store import Hit, ServiceRecord
+
+_EVERY_LIST = 1 << 22  # an nprobe at least as large as any IVF's list count (search_parameters caps it)
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,12 +80,22 @@ def search_vectors(
     with engine.connect() as conn:
         tail = store.read_service_vectors(conn, service.id, service.dim, after_id=watermark)
         total = (index.index.ntotal if index is not None else 0) + len(tail)
-        k_index = k
+        k_index, widened = k, False
         while True:
             ids, dist = _candidates(index, tail, queries, k_index, service.metric, options)
             hits = store.join_hits(conn, service.id, ids, dist.astype(np.float32), where=options.where)
-            if all(len(h) >= k for h in hits) or k_index >= total:
+            if all(len(h) >= k for h in hits):
                 return [h[:k] for h in hits]
+            dropped = int((ids >= 0).sum()) > sum(len(h) for h in hits)
+            if not dropped and options.where is None:
+                return [h[:k] for h in hits]  # nothing was filtered: the index has no more within its search
+            if k_index >= total:
+                if widened or index is None:
+                    return [h[:k] for h in hits]
+                # An IVF/HNSW search visits only part of the index, so even k = all may miss rows that
+                # pass the filter: search every list (and deep graphs) once before giving fewer than k.
+                options = replace(options, nprobe=_EVERY_LIST, ef_search=max(options.ef_search or 0, total))
+                widened = True
             k_index = min(4 * k_index + 8, total)  # rows were deleted or filtered out: ask for more
 
 

@@ -4,6 +4,7 @@ its model once per process."""
 from __future__ import annotations
 
 import threading
+from collections.abc import Sequence
 from dataclasses import replace
 from functools import lru_cache
 from pathlib import Path
@@ -16,8 +17,8 @@ from simsearch.errors import BadInput, Conflict
 from simsearch.index import IndexSettings, faiss_index, remove_index_files
 from simsearch.models import Extractor, ModelSpec, load_extractor, resolve_weights
 from simsearch.models.spec import METRICS
+from simsearch.models.weights import is_file_weights
 from simsearch.store import ServiceRecord
-
 
 _LOADING = threading.Lock()
 
@@ -37,6 +38,14 @@ def _cached_extractor(spec: ModelSpec) -> Extractor:
 def extractor_for(service: ServiceRecord) -> Extractor:
     """The service's loaded model, shared by every caller in this process."""
     return _cached_extractor(service.spec)
+
+
+def _under(path: str, roots: Sequence[Path]) -> bool:
+    try:
+        resolved = Path(path).expanduser().resolve()
+    except (OSError, ValueError, RuntimeError):
+        return False
+    return any(resolved.is_relative_to(Path(root).resolve()) for root in roots)
 
 
 def check_name(name: str) -> str:
@@ -61,6 +70,7 @@ def create_service(
     repository: Path | None = None,
     description: str = "",
     params: dict[str, Any] | None = None,
+    weights_roots: Sequence[Path] | None = None,
 ) -> ServiceRecord:
     """Validate everything (model, weights, layer, metric, index settings), then insert the service row.
 
@@ -69,6 +79,8 @@ def create_service(
     otherwise `Conflict`.
     """
     name = check_name(name)
+    if weights_roots is not None and is_file_weights(weights) and not _under(weights, weights_roots):
+        raise BadInput("weights", f"{weights} is outside the allowed data roots; set SIMSEARCH_DATA_ROOTS")
     if metric not in METRICS:
         raise BadInput("metric", f"{metric!r}: choose one of {', '.join(METRICS)}")
     if not 16 <= size <= 4096:
@@ -139,25 +151,26 @@ def remove_service(engine: Engine, name: str, *, clear: Literal["mem", "full"], 
 
 
 def extractor_at(
-    engine: Engine, service: ServiceRecord, layer: str | None, *, record: bool
+    engine: Engine, service: ServiceRecord, layer: str | None, *, stored: bool
 ) -> tuple[ServiceRecord, Extractor]:
-    """The service's model cut at `layer` (None: the service's own layer).
+    """The service's model cut at `layer` (None: the service's own layer), and the service as that layer
+    makes it (its `layer` and `dim`).
 
-    A service stores vectors of one layer: another layer is allowed only while it stores none, and
-    `record=True` (an index call) makes it the service's layer.
+    `stored=True` (an index or search call, which meet the stored vectors): another layer is allowed only
+    while the service stores none. A plain extraction (`stored=False`) may use any layer. Nothing is
+    written here: `ingest` records a new layer in the transaction that writes the first vectors.
     """
     if layer is None or layer == service.layer:
         return service, extractor_for(service)
     extractor = _cached_extractor(replace(service.spec, layer=layer))
     if extractor.layer == service.layer:
         return service, extractor
-    with engine.begin() as conn:
-        if store.count_vectors(conn, service.id) > 0:
-            raise BadInput(
-                "extract_layer",
-                f"{service.name} stores vectors of layer {service.layer!r} ({service.dim}-d); "
-                f"{layer!r} would make {extractor.dim}-d vectors. Use {service.layer!r}, or another service",
-            )
-        if record:
-            return store.set_layer(conn, service.id, extractor.layer, extractor.dim), extractor
+    if stored:
+        with engine.connect() as conn:
+            if store.count_vectors(conn, service.id) > 0:
+                raise BadInput(
+                    "extract_layer",
+                    f"{service.name} stores vectors of layer {service.layer!r} ({service.dim}-d); "
+                    f"{layer!r} would make {extractor.dim}-d vectors. Use {service.layer!r}, or another service",
+                )
     return replace(service, layer=extractor.layer, dim=extractor.dim), extractor

@@ -9,16 +9,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+import msgspec
 from litestar import Litestar, Request
 from litestar.connection import ASGIConnection
-from litestar.exceptions import NotAuthorizedException, PermissionDeniedException
+from litestar.exceptions import ClientException, NotAuthorizedException, PermissionDeniedException
 from litestar.handlers.base import BaseRouteHandler
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.spec import Components, SecurityScheme
 from sqlalchemy import Engine
 
 from simsearch import __version__, store
-from simsearch.api.errors import handle_exception
+from simsearch.api.errors import body_error, handle_exception
+from simsearch.errors import BadInput
 from simsearch.index import IndexCache
 from simsearch.input import UrlPolicy
 from simsearch.settings import Settings
@@ -42,6 +44,35 @@ class Core:
         if not s.allow_urls:
             return None
         return UrlPolicy(allow_private=s.allow_private_urls, timeout_s=s.url_timeout_s, max_bytes=s.max_url_bytes)
+
+
+class SimsearchRequest(Request[Any, Any, Any]):
+    """Litestar's request, but JSON nested deeper than the decoder can recurse is a 400, not a 500."""
+
+    async def json(self) -> Any:  # noqa: ANN401 - any JSON value
+        try:
+            return await super().json()
+        except RecursionError:
+            raise ClientException("the JSON body is nested too deeply") from None
+
+
+async def strict_json_body(request: Request[Any, Any, Any]) -> None:
+    """Decode a handler's typed JSON body strictly before Litestar does: Litestar converts leniently
+    ("5" for an int), and its errors name the argument (`data`) instead of the field at fault."""
+    data_field = getattr(request.route_handler, "parsed_data_field", None)
+    if data_field is None or request.content_type[0] != "application/json":
+        return
+    raw = await request.body()
+    if not raw.strip():
+        raise BadInput("body", "missing: send a JSON object")
+    try:
+        msgspec.json.decode(raw, type=data_field.annotation, strict=True)
+    except msgspec.ValidationError as exc:
+        raise body_error(str(exc)) from None
+    except msgspec.DecodeError as exc:
+        raise BadInput("body", f"not valid JSON ({exc})") from None
+    except RecursionError:
+        raise BadInput("body", "the JSON body is nested too deeply") from None
 
 
 def core_of(connection: ASGIConnection[Any, Any, Any, Any]) -> Core:
@@ -117,6 +148,8 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
         route_handlers=[*deepdetect.ROUTES, *native.ROUTES],
         lifespan=[lifespan],
         exception_handlers={Exception: handle_exception},
+        request_class=SimsearchRequest,
+        before_request=strict_json_body,
         request_max_body_size=settings.max_request_bytes,
         openapi_config=OpenAPIConfig(
             title="simsearch",
@@ -124,10 +157,10 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
             description="Image similarity search on PostgreSQL. The native face, /api/v1; the DeepDetect-compatible "
             "routes (/info, /services, /predict) are documented in the README.",
             path="/schema",
+            # Each guarded route declares `security` itself: /api/v1/health needs no token.
             components=Components(
                 security_schemes={"bearer": SecurityScheme(type="http", scheme="bearer")},
             ),
-            security=[{"bearer": []}],
         ),
         debug=False,
     )

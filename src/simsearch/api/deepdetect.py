@@ -7,8 +7,9 @@ by `services`, `ingest`, `index` and `search`, the same functions as the native 
 from __future__ import annotations
 
 import json
+import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -43,19 +44,37 @@ _RANDOM_WEIGHTS = "weights: none: random initialisation, the vectors mean nothin
 _JSON = dict[str, Any]
 _Kinds = type | tuple[type, ...]
 _PREDICT_MLLIB_TYPES: dict[str, _Kinds] = {"gpu": bool, "gpuid": (int, list), "extract_layer": str}
-_PREDICT_OUTPUT_TYPES: dict[str, _Kinds] = {
+# JSON types of every output key, checked at creation too: a default of the wrong type is refused when it
+# is given (400/400), not on every later predict; a right type with a bad value is left to 1006.
+_OUTPUT_TYPES: dict[str, _Kinds] = {
+    "index": bool,
+    "build_index": bool,
+    "search": bool,
+    "search_nn": int,
+    "binarized": bool,
     "confidence_threshold": float,
     "best": int,
     "bbox": bool,
     "multibox_rois": bool,
     "multibox_roi": bool,
+    "metric": str,
+    "index_backend": str,
+    "index_type": str,
+    "train_samples": int,
+    "nprobe": int,
+    "ef_search": int,
+    "ondisk": bool,
+    "index_gpu": bool,
+    "index_gpuid": int,
+    "n_trees": int,
+    "search_k": int,
 }
 
 
 def _json_body(raw: bytes) -> _JSON:
     try:
         body = json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as exc:
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
         raise DDError(400, None, None) from exc
     if not isinstance(body, dict):
         raise wrong_json("body", "must be a JSON object")
@@ -197,10 +216,12 @@ def _create(core: Core, name: str, body: _JSON) -> Response[_JSON]:
         _take(mllib_params, key, kinds, "parameters.mllib")
     model = _take(body, "model", dict, "", {})
     repository = _take(model, "repository", str, "model")
-    backend = _take(output, "index_backend", str, "parameters.output", "faiss")
-    metric = _take(output, "metric", str, "parameters.output", "cosine" if backend == "annoy" else "l2")
+    _check_output(output)  # they become the defaults of every predict: refused now, not on each call
+    backend = output.get("index_backend", "faiss")
+    metric = output.get("metric", "cosine" if backend == "annoy" else "l2")
     settings = index_settings({k: output[k] for k in _INDEX_KEYS if k in output})
     size = _input_size(inp) or 224
+    folder = _repository(core, repository)
     record = services.create_service(
         core.engine,
         name,
@@ -210,26 +231,29 @@ def _create(core: Core, name: str, body: _JSON) -> Response[_JSON]:
         size=size,
         metric=metric,
         index=settings,
-        repository=_repository(core, repository),
+        repository=folder,
         description=description,
         params={"deepdetect": {"type": kind, "parameters": body.get("parameters", {}), "model": model}},
+        weights_roots=[*core.roots, core.settings.home],
     )
+    if folder is not None:  # made only once the service exists: a refused one leaves no folder behind
+        folder.mkdir(parents=True, exist_ok=True)
     warnings = [_RANDOM_WEIGHTS] if record.weights == "none" else []
     warnings += _gpu_warnings(settings.gpu, settings.ondisk)
     return _ok({"warning": _warning(warnings)}, status=201, msg="Created")
 
 
 def _repository(core: Core, repository: str | None) -> Path | None:
+    """The repository folder, checked (under an allowed root, creatable) but not created yet."""
     if repository is None:
         return None
     path = Path(repository).expanduser().resolve()
     roots = [Path(r).resolve() for r in [*core.settings.data_roots, core.settings.home]]
     if not any(path.is_relative_to(root) for root in roots):
         raise BadInput("model.repository", f"{repository} is outside the allowed roots; set SIMSEARCH_DATA_ROOTS")
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise BadInput("model.repository", f"cannot create {repository}: {exc.strerror or exc}") from exc
+    existing = next(p for p in (path, *path.parents) if p.exists())
+    if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
+        raise BadInput("model.repository", f"cannot create {repository}: {existing} is not a writable folder")
     return path
 
 
@@ -238,7 +262,8 @@ def _gpu_warnings(gpu: bool, ondisk: bool) -> list[str]:
     if gpu:
         has_gpu = getattr(faiss, "get_num_gpus", lambda: 0)() > 0
         reason = "GPU indexes arrive with the index engine" if has_gpu else "no GPU (or no faiss GPU support) here"
-        warnings.append(f"index_gpu: {reason}; the index is built and searched on the CPU")
+        # no "; " inside a warning: it is the separator between warnings in head.warning
+        warnings.append(f"index_gpu: {reason}, so the index is built and searched on the CPU")
     if ondisk:
         warnings.append("ondisk: not supported yet; the index is held in memory")
     return warnings
@@ -294,7 +319,7 @@ class _Predict:
     binarized: bool = False
     nprobe: int | None = None
     ef_search: int | None = None
-    index_changes: _JSON = field(default_factory=dict)
+    index_values: _JSON | None = None  # new index settings of an index/build call, stored once it succeeded
     warnings: list[str] = field(default_factory=list)
 
 
@@ -302,7 +327,20 @@ def _flag(output: _JSON, key: str) -> bool:
     return bool(_take(output, key, bool, "parameters.output", False))
 
 
+def _check_output(output: _JSON) -> None:
+    """`parameters.output` of a creation or a predict: JSON types, then the values this face decides."""
+    for key, kinds in _OUTPUT_TYPES.items():
+        _take(output, key, kinds, "parameters.output")
+    k = output.get("search_nn")
+    if k is not None and k < 1:
+        raise BadInput("parameters.output.search_nn", f"must be at least 1, got {k}")
+    if output.get("rois") is not None or output.get("multibox_rois") or output.get("multibox_roi"):
+        key = "rois" if output.get("rois") is not None else "multibox_rois"
+        raise BadInput(f"parameters.output.{key}", "object search (rois, multibox_rois, /chain) is not available yet")
+
+
 def _parse_predict(core: Core, body: _JSON) -> _Predict:
+    """Everything checked, nothing written: a bad request leaves the service as it was."""
     name = body.get("service")
     if not isinstance(name, str):
         raise DDError(400, None, None) if name is None else wrong_json("service", "must be a string")
@@ -319,6 +357,12 @@ def _parse_predict(core: Core, body: _JSON) -> _Predict:
         )
     for key, kinds in _PREDICT_MLLIB_TYPES.items():
         _take(mllib, key, kinds, "parameters.mllib")
+    _check_output(output)
+    if given.get("metric", service.metric) != service.metric:
+        # the metric shapes the vectors themselves (cosine ones are normalised): silently ignoring it would lie
+        raise BadInput(
+            "parameters.output.metric", f"{given['metric']!r}: {service.name} uses {service.metric!r}, set at creation"
+        )
     request = _Predict(service=service, data=data, index_uris=index_uris, layer=mllib.get("extract_layer"))
     request.index, request.build, request.search = (
         _flag(output, "index"),
@@ -326,20 +370,14 @@ def _parse_predict(core: Core, body: _JSON) -> _Predict:
         _flag(output, "search"),
     )
     request.binarized = _flag(output, "binarized")
-    k = _take(output, "search_nn", int, "parameters.output", 10)
-    if k < 1:
-        raise BadInput("parameters.output.search_nn", f"must be at least 1, got {k}")
-    request.k = min(k, 10_000)
-    for key, kinds in _PREDICT_OUTPUT_TYPES.items():
-        _take(output, key, kinds, "parameters.output")
-    if output.get("rois") is not None or output.get("multibox_rois") or output.get("multibox_roi"):
-        key = "rois" if output.get("rois") is not None else "multibox_rois"
-        raise BadInput(f"parameters.output.{key}", "object search (rois, multibox_rois, /chain) is not available yet")
+    request.k = min(_take(output, "search_nn", int, "parameters.output", 10), 10_000)
     settings = index_settings(
         {k: output[k] for k in _INDEX_KEYS if k in output}, base=stored_settings(service.index_settings)
     )
     request.nprobe, request.ef_search = settings.nprobe, settings.ef_search
-    request.index_changes = {k: output[k] for k in _INDEX_KEYS if k in given and k not in ("nprobe", "ef_search")}
+    changes = {k: output[k] for k in _INDEX_KEYS if k in given and k not in ("nprobe", "ef_search")}
+    if (request.index or request.build) and changes:
+        request.index_values = _index_values(service, changes)
     request.warnings += _gpu_warnings(settings.gpu, settings.ondisk)
     if service.weights == "none":
         request.warnings.append(_RANDOM_WEIGHTS)
@@ -347,62 +385,76 @@ def _parse_predict(core: Core, body: _JSON) -> _Predict:
         raise BadInput("data", "missing data: give at least one file, directory or base64 image")
     if data and len(data) > core.settings.max_items:
         raise BadInput("data", f"{len(data)} items; at most {core.settings.max_items} per call (SIMSEARCH_MAX_ITEMS)")
-    if (request.index or request.build) and request.index_changes:
-        _apply_index_settings(core, request)
     return request
 
 
-def _apply_index_settings(core: Core, request: _Predict) -> None:
-    """Index keys on an index/build call become the service's settings (as DeepDetect's first `index`)."""
-    service = request.service
-    merged = index_settings(request.index_changes, base=stored_settings(service.index_settings))
+def _index_values(service: ServiceRecord, changes: _JSON) -> _JSON:
+    """Index keys on an index/build call, checked now; they become the service's settings (as on
+    DeepDetect's first `index`) only when the call succeeds."""
+    merged = index_settings(changes, base=stored_settings(service.index_settings))
     faiss_index.new_index(service.dim, service.metric, merged.index_type)
-    values = service.index_settings | merged.to_dict()
+    return service.index_settings | merged.to_dict()
+
+
+def _set_layer(core: Core, used: ServiceRecord) -> None:
+    """The first `index` call's layer becomes the service's, once its vectors are stored."""
     with core.engine.begin() as conn:
-        request.service = store.reattach_service(conn, service.id, index_settings=values)
+        store.set_layer(conn, used.id, used.layer, used.dim)
+
+
+def _set_index_settings(core: Core, service_id: int, values: _JSON) -> None:
+    with core.engine.begin() as conn:
+        store.reattach_service(conn, service_id, index_settings=values)
 
 
 def _nns(hits: list[Hit]) -> list[_JSON]:
     return [{"uri": h.uri, "dist": h.dist} | ({"metadata": h.metadata} if h.metadata else {}) for h in hits]
 
 
-def _predict(core: Core, body: _JSON) -> Response[_JSON]:
+def _predict(core: Core, body: _JSON, request: Request[Any, Any, Any]) -> Response[_JSON]:
     started = time.perf_counter()
-    request = _parse_predict(core, body)
-    service, extractor = services.extractor_at(core.engine, request.service, request.layer, record=request.index)
+    call = _parse_predict(core, body)
+    if call.index or call.build:  # also when a creation default turns them on
+        authorize(request, "admin")
+    # Nothing is written before the input is read: the layer and new index settings are stored after.
+    service, extractor = services.extractor_at(core.engine, call.service, call.layer, stored=call.index or call.search)
+    if call.index_values is not None:
+        service = replace(service, index_settings=call.index_values)
     predictions: list[_JSON] = []
     vectors: list[np.ndarray] = []
     skipped = 0
-    if request.data:
+    if call.data:
         report = ingest(
             core.engine,
             service,
             extractor,
-            request.data,
+            call.data,
             roots=core.roots,
             max_pixels=core.settings.max_pixels,
             batch_size=core.settings.batch_size,
             atomic=True,
-            uris=request.index_uris,
-            write=request.index,
+            uris=call.index_uris,
+            write=call.index,
             keep_vectors=True,
-            binarized=request.binarized,
+            binarized=call.binarized,
             urls=core.urls,
         )
         skipped = report.skipped
         for p in report.predictions:
             entry: _JSON = {"uri": str(p.position) if p.from_bytes else p.source_uri, "vals": p.vector.tolist()}
-            if request.index:
+            if call.index:
                 entry["indexed"] = True
             predictions.append(entry)
         vectors = [p.vector for p in report.predictions]
-    if request.build:
+    if call.index and predictions and service.layer != call.service.layer:
+        _set_layer(core, service)
+    if call.build:
         build_generation(core.engine, service, core.settings.index_dir)
-    if request.search and predictions:
-        options = SearchOptions(nprobe=request.nprobe, ef_search=request.ef_search)
-        hits = search_vectors(
-            core.engine, service, core.indexes.current(service), np.stack(vectors), request.k, options
-        )
+    if call.index_values is not None:  # reached only when the index and build steps succeeded
+        _set_index_settings(core, service.id, call.index_values)
+    if call.search and predictions:
+        options = SearchOptions(nprobe=call.nprobe, ef_search=call.ef_search)
+        hits = search_vectors(core.engine, service, core.indexes.current(service), np.stack(vectors), call.k, options)
         for entry, found in zip(predictions, hits, strict=True):
             if found:
                 entry["nns"] = _nns(found)
@@ -413,7 +465,7 @@ def _predict(core: Core, body: _JSON) -> Response[_JSON]:
         "service": service.name,
         "time": round((time.perf_counter() - started) * 1000, 3),
         "skipped": skipped or None,
-        "warning": _warning(request.warnings),
+        "warning": _warning(call.warnings),
     }
     return _ok(head, {"predictions": predictions})
 
@@ -422,10 +474,7 @@ def _predict(core: Core, body: _JSON) -> Response[_JSON]:
 async def predict(request: Request[Any, Any, Any]) -> Response[_JSON]:
     authorize(request, "read")
     body = _json_body(await request.body())
-    output = (body.get("parameters") or {}).get("output") if isinstance(body.get("parameters"), dict) else None
-    if isinstance(output, dict) and (output.get("index") or output.get("build_index")):
-        authorize(request, "admin")
-    return await to_thread.run_sync(_predict, core_of(request), body)
+    return await to_thread.run_sync(_predict, core_of(request), body, request)
 
 
 @route("/chain/{name:str}", http_method=["PUT", "POST"], include_in_schema=False, status_code=HTTP_200_OK)

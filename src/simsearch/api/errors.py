@@ -4,11 +4,12 @@ details on /api/v1. The server stays up whatever a handler raises."""
 from __future__ import annotations
 
 import logging
+import re
 from http import HTTPStatus
 from typing import Any
 
 from litestar import Request, Response
-from litestar.exceptions import HTTPException, ValidationException
+from litestar.exceptions import HTTPException, SerializationException, ValidationException
 
 from simsearch.errors import BadInput, Conflict, NotFound, SimsearchError
 
@@ -99,13 +100,47 @@ def _dd_answer(exc: Exception) -> tuple[int, int | None, str | None]:
         return 400, 400, _validation_detail(exc)
     if isinstance(exc, HTTPException):
         return exc.status_code, None, exc.detail if exc.status_code not in (404, 405) else None
-    return 500, 1007, f"{type(exc).__name__}: {exc}"
+    return 500, 1007, unexpected(exc)
+
+
+def unexpected(exc: Exception) -> str:
+    """The text of an unexpected error, for the client: its first line only (SQLAlchemy appends the SQL
+    and its parameters, which stay in the server's log)."""
+    first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    return f"{type(exc).__name__}: {first[:500]}"
+
+
+_AT = re.compile(r"^(?P<message>.*?)(?: - at `\$(?P<path>[^`]*)`)?$", re.S)
+_NAMED = re.compile(r"(?:missing required|unknown) field `(?P<name>[^`]+)`")
+
+
+def body_error(message: str) -> BadInput:
+    """A msgspec validation message ("Expected `int`, got `str` - at `$.items[0].k`", "Object missing
+    required field `name`") as a BadInput naming the field at fault."""
+    match = _AT.match(message)
+    reason = match.group("message") if match else message
+    path = (match.group("path") or "").lstrip(".") if match else ""
+    if named := _NAMED.search(reason):
+        path = f"{path}.{named.group('name')}" if path else named.group("name")
+    return BadInput(path or "body", reason)
+
+
+def _validation_problems(exc: ValidationException) -> list[BadInput]:
+    problems = exc.extra if isinstance(exc.extra, list) else []
+    found = []
+    for problem in problems:
+        if not isinstance(problem, dict):
+            continue
+        key, message = str(problem.get("key") or ""), str(problem.get("message") or "")
+        if key in ("", "data") and problem.get("source") in (None, "body"):
+            found.append(body_error(message))  # Litestar names the handler's argument: find the field
+        else:
+            found.append(BadInput(key or "body", message))
+    return found or [BadInput("body", exc.detail)]
 
 
 def _validation_detail(exc: ValidationException) -> str:
-    problems = exc.extra if isinstance(exc.extra, list) else []
-    parts = [f"{p.get('key') or 'body'}: {p.get('message')}" for p in problems if isinstance(p, dict)]
-    return "; ".join(parts) or exc.detail
+    return "; ".join(p.message for p in _validation_problems(exc))
 
 
 def _problem(exc: Exception) -> tuple[int, dict[str, Any]]:
@@ -115,15 +150,14 @@ def _problem(exc: Exception) -> tuple[int, dict[str, Any]]:
     elif isinstance(exc, SimsearchError):
         status, detail = exc.status, exc.message
     elif isinstance(exc, ValidationException):
-        status, detail = 400, _validation_detail(exc)
-        problems = exc.extra if isinstance(exc.extra, list) else []
-        keys = [p.get("key") for p in problems if isinstance(p, dict) and p.get("key")]
-        if keys:
-            extra = {"field": keys[0]}
+        problems = _validation_problems(exc)
+        status, detail, extra = 400, "; ".join(p.message for p in problems), {"field": problems[0].field}
+    elif isinstance(exc, HTTPException) and isinstance(exc.__cause__, SerializationException):
+        status, detail, extra = 400, f"body: not valid JSON ({exc.__cause__})", {"field": "body"}
     elif isinstance(exc, HTTPException):
         status, detail = exc.status_code, exc.detail
     else:
-        status, detail = 500, f"{type(exc).__name__}: {exc}"
+        status, detail = 500, unexpected(exc)
     return status, {
         "type": "about:blank",
         "title": HTTPStatus(status).phrase,

@@ -2,21 +2,31 @@
 
 from __future__ import annotations
 
-import json
+import os
+import re
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Annotated, Any
 
+import msgspec
 import numpy as np
 from anyio import to_thread
 from litestar import Controller, Request, delete, get, patch, post
+from litestar.datastructures import UploadFile
 from litestar.di import Provide
 from litestar.enums import RequestEncodingType
 from litestar.handlers import HTTPRouteHandler
+from litestar.openapi import ResponseSpec
+from litestar.openapi.spec import Operation, RequestBody
 from litestar.params import Body, Parameter
 from litestar.status_codes import HTTP_200_OK, HTTP_201_CREATED, HTTP_204_NO_CONTENT
 
 from simsearch import services, store
 from simsearch.api.app import Core, admin_guard, core_of, read_guard
 from simsearch.api.schemas import (
+    MAX_ID,
     BuildOut,
     BuildRequest,
     Health,
@@ -27,6 +37,7 @@ from simsearch.api.schemas import (
     IndexInfo,
     IndexRequest,
     IndexResult,
+    Problem,
     SearchRequest,
     SearchResult,
     SearchUploadForm,
@@ -35,12 +46,48 @@ from simsearch.api.schemas import (
     ServiceOut,
     StoredImage,
     UploadForm,
+    UploadItem,
 )
-from simsearch.errors import BadInput
+from simsearch.errors import BadInput, NotFound
 from simsearch.index import build_generation, index_settings, stored_settings
 from simsearch.ingest import IngestReport, ingest
 from simsearch.search import SearchOptions, search_vectors
 from simsearch.store import BuildRecord, ImageRecord, ServiceRecord
+
+ImageId = Annotated[int, Parameter(ge=1, le=MAX_ID, description="A stored image id")]
+
+_PROBLEMS = {
+    400: "Bad input: `field` names the request field at fault, `detail` says why",
+    401: "A bearer token is configured and the request has none, or a wrong one",
+    403: "The read token may only read and search",
+    404: "No such service or image",
+    409: "A service of that name exists already",
+    413: "The request body is larger than SIMSEARCH_MAX_REQUEST_BYTES",
+}
+
+
+def _problems(*codes: int) -> dict[int, ResponseSpec]:
+    """OpenAPI entries for the problem details a route may answer (errors.py renders them)."""
+    return {
+        code: ResponseSpec(
+            Problem, description=_PROBLEMS[code], media_type="application/problem+json", generate_examples=False
+        )
+        for code in (400, 401, *codes)
+    }
+
+
+@dataclass
+class _OptionalBody(Operation):
+    """The OpenAPI operation of a route whose JSON body may be left out (Litestar marks every body required)."""
+
+    def __post_init__(self) -> None:
+        if isinstance(self.request_body, RequestBody):
+            self.request_body.required = False
+
+
+_READS = _problems(404)
+_WRITES = _problems(403, 404)
+_SENDS = _problems(403, 404, 413)  # writes with a body
 
 
 def _core(request: Request[Any, Any, Any]) -> Core:
@@ -48,8 +95,55 @@ def _core(request: Request[Any, Any, Any]) -> Core:
 
 
 def _service(core: Core, name: str) -> ServiceRecord:
+    try:
+        stored = services.check_name(name)
+    except BadInput:  # no service can have this name
+        raise NotFound(f"service {name[:100]!r} not found") from None
     with core.engine.connect() as conn:
-        return store.get_service(conn, name.strip().lower())
+        return store.get_service(conn, stored)
+
+
+MAX_JSON_DEPTH = 32  # metadata and filters nest no deeper (Postgres and json.dumps recurse on them)
+
+
+def _check_storable(value: Any, field: str) -> None:  # noqa: ANN401 - any decoded JSON
+    """Refuse what Postgres cannot store (NUL characters: text and jsonb have none) and JSON nested
+    absurdly deep, naming the field; iterative, so it cannot exhaust the stack itself."""
+    pending = [(value, 0)]
+    while pending:
+        item, depth = pending.pop()
+        if isinstance(item, str):
+            if "\x00" in item:
+                raise BadInput(field, "must not contain NUL (\\u0000) characters")
+        elif isinstance(item, dict | list):
+            if depth >= MAX_JSON_DEPTH:
+                raise BadInput(field, f"is nested deeper than {MAX_JSON_DEPTH} levels")
+            children = [*item.keys(), *item.values()] if isinstance(item, dict) else item
+            pending.extend((child, depth + 1) for child in children)
+
+
+@contextmanager
+def _fields_renamed(rename: Callable[[str], str]) -> Iterator[None]:
+    """Core errors name `data[i]` (the position in the call); name the request's own field instead."""
+    try:
+        yield
+    except BadInput as exc:
+        field = rename(exc.field)
+        if field == exc.field:
+            raise
+        raise BadInput(field, exc.reason) from exc
+
+
+def _data_as(name: str) -> Callable[[str], str]:
+    return lambda field: re.sub(r"^data\[(\d+)\]", name, field)
+
+
+def _under_roots(core: Core, path: str) -> bool:
+    try:
+        resolved = Path(path).expanduser().resolve()
+    except (OSError, ValueError, RuntimeError):
+        return False
+    return any(resolved.is_relative_to(Path(root).resolve()) for root in core.roots)
 
 
 def _service_out(core: Core, service: ServiceRecord) -> ServiceOut:
@@ -112,12 +206,13 @@ def _ingest(
     service: ServiceRecord,
     data: list[str | bytes],
     *,
+    field: str = "items",
     uris: list[str | None] | None = None,
     metadata: list[dict[str, Any]] | None = None,
     write: bool = True,
 ) -> IngestReport:
     if len(data) > core.settings.max_items:
-        raise BadInput("items", f"{len(data)} items; at most {core.settings.max_items} per call (SIMSEARCH_MAX_ITEMS)")
+        raise BadInput(field, f"{len(data)} items; at most {core.settings.max_items} per call (SIMSEARCH_MAX_ITEMS)")
     return ingest(
         core.engine,
         service,
@@ -143,6 +238,25 @@ def _index_result(report: IngestReport) -> IndexResult:
     return IndexResult(images=images, indexed=report.indexed, skipped=report.skipped, skipped_uris=report.skipped_uris)
 
 
+def _query_vector(core: Core, service: ServiceRecord, query: str | bytes, field: str) -> np.ndarray:
+    """The (1, dim) vector of one query image: a path, base64 bytes, a URL, or uploaded bytes."""
+    if isinstance(query, str) and _is_directory(core, query):
+        raise BadInput(field, f"{query} is a directory; search with one image")
+    with _fields_renamed(_data_as(field)):
+        predictions = _ingest(core, service, [query], field=field, write=False).predictions
+    if len(predictions) != 1:
+        raise BadInput(field, "give exactly one image (a file, base64 bytes or a URL)")
+    return predictions[0].vector[None, :]
+
+
+def _is_directory(core: Core, item: str) -> bool:
+    """A directory under the data roots (others are refused by ingest as outside the roots)."""
+    try:
+        return os.path.isdir(item) and _under_roots(core, item)
+    except (OSError, ValueError):
+        return False
+
+
 def _search(
     core: Core, service: ServiceRecord, queries: np.ndarray, k: int, where: dict[str, Any] | None, **knobs: int | None
 ) -> SearchResult:
@@ -166,26 +280,53 @@ def _search(
     )
 
 
-def _json_form_field(value: str | None, field: str, kind: type) -> Any:  # noqa: ANN401 - parsed JSON
-    if value is None or value == "":
+def _upload_items(raw: str | None, count: int) -> list[UploadItem]:
+    """The `items` form field: a JSON array with one {uri, metadata} object per uploaded file."""
+    if raw is None or not raw.strip():
+        return [UploadItem() for _ in range(count)]
+    try:
+        items = msgspec.json.decode(raw, type=list[UploadItem] | None)
+    except (msgspec.DecodeError, RecursionError) as exc:
+        raise BadInput("items", f"must be a JSON array of {{uri, metadata}} objects, one per file: {exc}") from exc
+    if items is None:
+        return [UploadItem() for _ in range(count)]
+    if len(items) != count:
+        raise BadInput("items", f"has {len(items)} objects for {count} files; give one per file")
+    for i, item in enumerate(items):
+        _check_storable(item.uri, f"items[{i}].uri")
+        _check_storable(item.metadata, f"items[{i}].metadata")
+    return items
+
+
+def _form_filter(raw: str | None) -> dict[str, Any] | None:
+    if raw is None or not raw.strip():
         return None
     try:
-        parsed = json.loads(value)
-    except ValueError as exc:
-        raise BadInput(field, f"must be JSON: {exc}") from exc
-    if not isinstance(parsed, kind):
-        raise BadInput(field, f"must be a JSON {'array' if kind is list else 'object'}")
-    return parsed
+        where = msgspec.json.decode(raw, type=dict[str, Any] | None)
+    except (msgspec.DecodeError, RecursionError) as exc:
+        raise BadInput("filter", f"must be a JSON object: {exc}") from exc
+    _check_storable(where, "filter")
+    return where
 
 
 class ServiceController(Controller):
     path = "/api/v1/services"
     tags = ["services"]  # noqa: RUF012 - Litestar reads these class attributes
+    security = [{"bearer": []}]  # noqa: RUF012 - in OpenAPI; enforced by the guards when a token is set
     dependencies = {"core": Provide(_core, sync_to_thread=False)}  # noqa: RUF012
 
-    @post("/", operation_id="createService", guards=[admin_guard], sync_to_thread=True, status_code=HTTP_201_CREATED)
+    @post(
+        "/",
+        operation_id="createService",
+        guards=[admin_guard],
+        sync_to_thread=True,
+        status_code=HTTP_201_CREATED,
+        responses=_problems(403, 409, 413),
+    )
     def create_service(self, core: Core, data: ServiceCreate) -> ServiceOut:
         """Register a service: the model that makes vectors, and how they are indexed."""
+        for key in ("model", "weights", "layer", "index_type", "description"):
+            _check_storable(getattr(data, key), key)
         if data.index_gpu:
             raise BadInput("index_gpu", "GPU indexes are not available in this version; leave index_gpu false")
         settings = index_settings(
@@ -206,25 +347,27 @@ class ServiceController(Controller):
             metric=data.metric,
             index=settings,
             description=data.description,
+            weights_roots=[*core.roots, core.settings.home],
         )
         return _service_out(core, record)
 
-    @get("/", operation_id="listServices", guards=[read_guard], sync_to_thread=True)
+    @get("/", operation_id="listServices", guards=[read_guard], sync_to_thread=True, responses=_problems())
     def list_services(self, core: Core) -> list[ServiceOut]:
         """Every service, by name."""
         with core.engine.connect() as conn:
             listed = store.list_services(conn)
         return [_service_out(core, s) for s in listed]
 
-    @get("/{name:str}", operation_id="getService", guards=[read_guard], sync_to_thread=True)
+    @get("/{name:str}", operation_id="getService", guards=[read_guard], sync_to_thread=True, responses=_READS)
     def get_service(self, core: Core, name: str) -> ServiceOut:
         """One service with its index state."""
         return _service_out(core, _service(core, name))
 
-    @delete("/{name:str}", operation_id="deleteService", guards=[admin_guard], sync_to_thread=True)
+    @delete("/{name:str}", operation_id="deleteService", guards=[admin_guard], sync_to_thread=True, responses=_WRITES)
     def delete_service(self, core: Core, name: str) -> None:
         """Delete the service, its vectors, its index files, and the images no other service uses."""
-        record = services.remove_service(core.engine, name, clear="full", index_dir=core.settings.index_dir)
+        service = _service(core, name)
+        record = services.remove_service(core.engine, service.name, clear="full", index_dir=core.settings.index_dir)
         core.indexes.forget(record.id)
 
     @post(
@@ -233,10 +376,14 @@ class ServiceController(Controller):
         guards=[admin_guard],
         sync_to_thread=True,
         status_code=HTTP_201_CREATED,
+        responses=_SENDS,
     )
     def index_json(self, core: Core, name: str, data: IndexRequest) -> IndexResult:
         """Index images given as paths, directories, base64 or URLs, with optional uri and metadata each;
-        one transaction for the whole call."""
+        one transaction for the whole call. Errors name the item as `data[i]`."""
+        for i, item in enumerate(data.items):
+            _check_storable(item.uri, f"items[{i}].uri")
+            _check_storable(item.metadata, f"items[{i}].metadata")
         service = _service(core, name)
         report = _ingest(
             core,
@@ -252,55 +399,77 @@ class ServiceController(Controller):
         operation_id="uploadImages",
         guards=[admin_guard],
         status_code=HTTP_201_CREATED,
+        responses=_problems(403, 404, 413),
     )
     async def index_upload(
         self, core: Core, name: str, data: Annotated[UploadForm, Body(media_type=RequestEncodingType.MULTI_PART)]
     ) -> IndexResult:
         """Index uploaded image files (multipart); `items` is an optional JSON array of {uri, metadata},
-        one per file. Stored uris default to sha256:<hex> of the bytes."""
+        one per file. Stored uris default to sha256:<hex> of the bytes. Errors name the file as `files[i]`."""
         files = data.files if isinstance(data.files, list) else [data.files]
+        if not files or not all(isinstance(f, UploadFile) for f in files):
+            raise BadInput("files", "send each image as a file part named `files` (multipart/form-data)")
+        items = _upload_items(data.items, len(files))
         contents: list[str | bytes] = [await f.read() for f in files]
-        items = _json_form_field(data.items, "items", list) or [{}] * len(files)
-        if len(items) != len(files) or not all(isinstance(i, dict) for i in items):
-            raise BadInput("items", f"must be a JSON array of {len(files)} objects, one per file")
-        uris = [i.get("uri") if isinstance(i.get("uri"), str) else None for i in items]
-        metadata = [i.get("metadata") if isinstance(i.get("metadata"), dict) else {} for i in items]
-        service = await to_thread.run_sync(_service, core, name)
-        report = await to_thread.run_sync(lambda: _ingest(core, service, contents, uris=uris, metadata=metadata))
-        return _index_result(report)
+        uris: list[str | None] = [i.uri for i in items]
+        metadata = [i.metadata for i in items]
+
+        def run() -> IndexResult:
+            service = _service(core, name)
+            with _fields_renamed(_data_as(r"files[\1]")):
+                report = _ingest(core, service, contents, field="files", uris=uris, metadata=metadata)
+            return _index_result(report)
+
+        return await to_thread.run_sync(run)
 
     @post(
-        "/{name:str}/search", operation_id="search", guards=[read_guard], sync_to_thread=True, status_code=HTTP_200_OK
+        "/{name:str}/search",
+        operation_id="search",
+        guards=[read_guard],
+        sync_to_thread=True,
+        status_code=HTTP_200_OK,
+        responses=_problems(404, 413),
     )
     def search_json(self, core: Core, name: str, data: SearchRequest) -> SearchResult:
-        """The k stored images nearest to a query image, a stored image, or a raw vector."""
+        """The k stored images nearest to a query image, a stored image, or a raw vector; `filter` keeps
+        the images whose metadata contains it (and still answers k when k of them exist)."""
+        _check_storable(data.filter, "filter")
+        _check_storable(data.image, "image")
         service = _service(core, name)
         given = [x for x in (data.image, data.image_id, data.vector) if x is not None]
         if len(given) != 1:
             raise BadInput("query", "give exactly one of image, image_id and vector")
         if data.vector is not None:
-            queries = np.asarray([data.vector], dtype=np.float32)
+            given_vector = np.asarray([data.vector], dtype=np.float64)
+            if not (np.abs(given_vector) <= np.finfo(np.float32).max).all():
+                raise BadInput("vector", "values must be finite float32 numbers")
+            queries = given_vector.astype(np.float32)
         elif data.image_id is not None:
             with core.engine.connect() as conn:
                 queries = store.image_vector(conn, service.id, data.image_id)[None, :]
         else:
-            queries = _ingest(core, service, [str(data.image)], write=False).predictions[0].vector[None, :]
+            queries = _query_vector(core, service, str(data.image), "image")
         return _search(core, service, queries, data.k, data.filter, nprobe=data.nprobe, ef_search=data.ef_search)
 
-    @post("/{name:str}/search/upload", operation_id="searchUpload", guards=[read_guard], status_code=HTTP_200_OK)
+    @post(
+        "/{name:str}/search/upload",
+        operation_id="searchUpload",
+        guards=[read_guard],
+        status_code=HTTP_200_OK,
+        responses=_problems(404, 413),
+    )
     async def search_upload(
         self, core: Core, name: str, data: Annotated[SearchUploadForm, Body(media_type=RequestEncodingType.MULTI_PART)]
     ) -> SearchResult:
         """The k stored images nearest to an uploaded image (multipart: `file`, optional `k`, `filter`)."""
-        if not 1 <= data.k <= 1000:
-            raise BadInput("k", f"must be between 1 and 1000, got {data.k}")
-        where = _json_form_field(data.filter, "filter", dict)
+        if not isinstance(data.file, UploadFile):
+            raise BadInput("file", "send exactly one image as a file part named `file` (multipart/form-data)")
+        where = _form_filter(data.filter)
         content = await data.file.read()
 
         def run() -> SearchResult:
             service = _service(core, name)
-            vector = _ingest(core, service, [content], write=False).predictions[0].vector
-            return _search(core, service, vector[None, :], data.k, where)
+            return _search(core, service, _query_vector(core, service, content, "file"), data.k, where)
 
         return await to_thread.run_sync(run)
 
@@ -310,14 +479,18 @@ class ServiceController(Controller):
         guards=[admin_guard],
         sync_to_thread=True,
         status_code=HTTP_201_CREATED,
+        responses=_SENDS,
+        operation_class=_OptionalBody,
     )
     def start_build(self, core: Core, name: str, data: BuildRequest | None = None) -> BuildOut:
-        """Build a new index generation from Postgres and swap it in (answers when it is ready)."""
-        service = _service(core, name)
+        """Build a new index generation from Postgres and swap it in (answers when it is ready); a body is
+        optional, its `index_type` overrides the service's for this generation."""
         index_type = data.index_type if data is not None else None
+        _check_storable(index_type, "index_type")
+        service = _service(core, name)
         return _build_out(build_generation(core.engine, service, core.settings.index_dir, index_type=index_type))
 
-    @get("/{name:str}/builds", operation_id="listBuilds", guards=[read_guard], sync_to_thread=True)
+    @get("/{name:str}/builds", operation_id="listBuilds", guards=[read_guard], sync_to_thread=True, responses=_READS)
     def list_builds(self, core: Core, name: str) -> list[BuildOut]:
         """Every generation of the service's index, newest first (building, ready, failed, retired)."""
         service = _service(core, name)
@@ -328,37 +501,41 @@ class ServiceController(Controller):
 class ImageController(Controller):
     path = "/api/v1/images"
     tags = ["images"]  # noqa: RUF012 - Litestar reads these class attributes
+    security = [{"bearer": []}]  # noqa: RUF012
     dependencies = {"core": Provide(_core, sync_to_thread=False)}  # noqa: RUF012
 
-    @get("/", operation_id="listImages", guards=[read_guard], sync_to_thread=True)
+    @get("/", operation_id="listImages", guards=[read_guard], sync_to_thread=True, responses=_READS)
     def list_images(
         self,
         core: Core,
-        service: str | None = None,
-        limit: Annotated[int, Parameter(ge=1, le=1000)] = 100,
+        service: Annotated[str | None, Parameter(description="only the images this service indexed")] = None,
+        limit: Annotated[int, Parameter(ge=1, le=1000, description="page size")] = 100,
         cursor: Annotated[str | None, Parameter(description="next_cursor of the previous page")] = None,
     ) -> ImagePage:
-        """Images in id order, a page at a time (keyset pagination); `service` keeps those it indexed."""
+        """Images in id order, a page at a time (keyset pagination); `service` keeps those it indexed.
+        `next_cursor` is null on the last page."""
         after = 0
         if cursor is not None:
-            if not cursor.isdigit() or len(cursor) > 18:
+            if not (cursor.isascii() and cursor.isdigit()) or len(cursor) > 18:
                 raise BadInput("cursor", "not a cursor this API gave out; pass next_cursor unchanged")
             after = int(cursor)
         service_id = _service(core, service).id if service is not None else None
         with core.engine.connect() as conn:
-            page = store.list_images(conn, service_id=service_id, after_id=after, limit=limit)
-        next_cursor = str(page[-1].id) if len(page) == limit else None
-        return ImagePage(items=[_image_out(i) for i in page], next_cursor=next_cursor)
+            page = store.list_images(conn, service_id=service_id, after_id=after, limit=limit + 1)
+        more = len(page) > limit
+        page = page[:limit]
+        return ImagePage(items=[_image_out(i) for i in page], next_cursor=str(page[-1].id) if more else None)
 
-    @get("/{image_id:int}", operation_id="getImage", guards=[read_guard], sync_to_thread=True)
-    def get_image(self, core: Core, image_id: int) -> ImageOut:
+    @get("/{image_id:int}", operation_id="getImage", guards=[read_guard], sync_to_thread=True, responses=_READS)
+    def get_image(self, core: Core, image_id: ImageId) -> ImageOut:
         """One stored image and its metadata."""
         with core.engine.connect() as conn:
             return _image_out(store.get_image(conn, image_id))
 
-    @patch("/{image_id:int}", operation_id="updateImage", guards=[admin_guard], sync_to_thread=True)
-    def update_image(self, core: Core, image_id: int, data: ImagePatch) -> ImageOut:
-        """Merge (or with replace=true, replace) the image's metadata."""
+    @patch("/{image_id:int}", operation_id="updateImage", guards=[admin_guard], sync_to_thread=True, responses=_SENDS)
+    def update_image(self, core: Core, image_id: ImageId, data: ImagePatch) -> ImageOut:
+        """Merge (or with replace=true, replace) the image's metadata; new keys win."""
+        _check_storable(data.metadata, "metadata")
         with core.engine.begin() as conn:
             return _image_out(store.update_metadata(conn, image_id, data.metadata, replace=data.replace))
 
@@ -368,8 +545,9 @@ class ImageController(Controller):
         guards=[admin_guard],
         sync_to_thread=True,
         status_code=HTTP_204_NO_CONTENT,
+        responses=_WRITES,
     )
-    def delete_image(self, core: Core, image_id: int) -> None:
+    def delete_image(self, core: Core, image_id: ImageId) -> None:
         """Delete the image with its objects and vectors in every service: gone from search at once."""
         with core.engine.begin() as conn:
             if store.delete_images(conn, [image_id]) == 0:
@@ -378,7 +556,8 @@ class ImageController(Controller):
 
 @get("/api/v1/health", operation_id="health", tags=["health"], sync_to_thread=True)
 def health(request: Request[Any, Any, Any]) -> Health:
-    """The database answers, and which index generation each service has current and loaded."""
+    """The database answers, and which index generation each service has current and loaded. No token
+    needed (for load balancers and probes)."""
     core = core_of(request)
     with core.engine.connect() as conn:
         listed = store.list_services(conn)

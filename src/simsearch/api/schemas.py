@@ -12,6 +12,8 @@ from litestar.datastructures import UploadFile
 
 Name = Annotated[str, msgspec.Meta(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9_-]+$", examples=["photos"])]
 PositiveInt = Annotated[int, msgspec.Meta(ge=1, le=1_000_000)]
+MAX_ID = 2**53 - 1  # ids above cannot be exact in a JSON number (nor in OpenAPI's maximum, a float)
+RowId = Annotated[int, msgspec.Meta(ge=1, le=MAX_ID, description="A stored image id", examples=[17])]
 K = Annotated[int, msgspec.Meta(ge=1, le=1000, description="How many neighbours to return")]
 Metadata = Annotated[dict[str, Any], msgspec.Meta(examples=[{"label": "cat", "sku": "A-17"}])]
 
@@ -69,6 +71,13 @@ class ImageItem(msgspec.Struct, forbid_unknown_fields=True):
     metadata: Metadata = msgspec.field(default_factory=dict)
 
 
+class UploadItem(msgspec.Struct, forbid_unknown_fields=True):
+    """One entry of an upload's `items` form field (a JSON array, one object per file)."""
+
+    uri: Annotated[str, msgspec.Meta(min_length=1, max_length=4096)] | None = None
+    metadata: Metadata = msgspec.field(default_factory=dict)
+
+
 class IndexRequest(msgspec.Struct, forbid_unknown_fields=True):
     items: Annotated[list[ImageItem], msgspec.Meta(min_length=1)]
 
@@ -92,7 +101,16 @@ class UploadForm:
     file, with `uri` and `metadata`."""
 
     files: list[UploadFile]
-    items: str | None = None
+    items: (
+        Annotated[
+            str,
+            msgspec.Meta(
+                description="JSON array of {uri, metadata}, one object per file",
+                examples=['[{"uri": "sku-17", "metadata": {"label": "cat"}}]'],
+            ),
+        ]
+        | None
+    ) = None
 
 
 class ImageOut(msgspec.Struct):
@@ -119,7 +137,7 @@ class SearchRequest(msgspec.Struct, forbid_unknown_fields=True):
     """Give exactly one of `image`, `image_id` and `vector`."""
 
     image: Annotated[str, msgspec.Meta(min_length=1, description="path, base64 bytes or URL")] | None = None
-    image_id: Annotated[int, msgspec.Meta(ge=1)] | None = None
+    image_id: RowId | None = None
     vector: Annotated[list[float], msgspec.Meta(min_length=1, max_length=65536)] | None = None
     k: K = 10
     filter: (
@@ -137,8 +155,10 @@ class SearchUploadForm:
     """multipart/form-data: the query image as `file`; `k` and `filter` (a JSON object) optional."""
 
     file: UploadFile
-    k: int = 10
-    filter: str | None = None
+    k: K = 10
+    filter: (
+        Annotated[str, msgspec.Meta(description="JSON object: jsonb containment", examples=['{"label": "cat"}'])] | None
+    ) = None
 
 
 class HitOut(msgspec.Struct):
@@ -183,3 +203,13 @@ class Health(msgspec.Struct):
     status: Literal["ok"]
     database: bool
     services: list[ServiceHealth]
+
+
+class Problem(msgspec.Struct, omit_defaults=True):
+    """Every error of /api/v1: RFC 9457 problem details (media type application/problem+json)."""
+
+    type: str
+    title: str
+    status: int
+    detail: str
+    field: str | None = None  # the request field at fault, for 400s

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Any, cast
 
@@ -28,7 +29,13 @@ def reported_distance(raw: np.ndarray, metric: str, dim: int) -> np.ndarray:
     return np.maximum(0.0, raw / np.float32(dim)).astype(np.float32)
 
 
+_MAX_FACTORY_NUMBER = 1 << 22  # lists, codes, links: beyond this a string is a typo or an attack on memory
+
+
 def new_index(dim: int, metric: str, index_type: str) -> faiss.Index:
+    numbers = [int(n) for n in re.findall(r"\d+", index_type)]
+    if any(n < 1 or n > _MAX_FACTORY_NUMBER for n in numbers):
+        raise BadInput("index_type", f"{index_type!r}: each number must be between 1 and {_MAX_FACTORY_NUMBER}")
     try:
         index = faiss.index_factory(dim, index_type, faiss_metric(metric))
     except RuntimeError as exc:
@@ -44,6 +51,21 @@ def new_index(dim: int, metric: str, index_type: str) -> faiss.Index:
     return index
 
 
+def min_training_vectors(index: faiss.Index) -> int:
+    """FAISS refuses to train with fewer vectors than IVF lists, or than a PQ/SQ codebook's centroids."""
+    inner: faiss.Index
+    try:
+        ivf = faiss.extract_index_ivf(index)
+        inner, need = ivf, int(ivf.nlist)
+    except RuntimeError:
+        inner = faiss.downcast_index(index.index if isinstance(index, faiss.IndexIDMap2) else index)
+        need = 1
+    pq = getattr(faiss.downcast_index(inner), "pq", None)
+    if pq is not None:
+        need = max(need, int(pq.ksub))
+    return need
+
+
 def build(
     ids: np.ndarray, vectors: np.ndarray, *, metric: str, index_type: str, train_sample: np.ndarray | None = None
 ) -> faiss.Index:
@@ -51,6 +73,13 @@ def build(
     index = new_index(vectors.shape[1], metric, index_type)
     if not index.is_trained:
         sample = train_sample if train_sample is not None else vectors
+        need = min_training_vectors(index)
+        if len(sample) < need:
+            raise BadInput(
+                "index_type",
+                f"{index_type} needs at least {need} vectors to train, the service has {len(sample)}: index more "
+                "images, or use an index with fewer lists (e.g. Flat, or IVF<n> with n at most the vector count)",
+            )
         try:
             index.train(np.ascontiguousarray(sample, dtype=np.float32))
         except RuntimeError as exc:

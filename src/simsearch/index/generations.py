@@ -54,12 +54,19 @@ def build_generation(
     settings = stored_settings(service.index_settings)
     index_type = index_type or settings.index_type
     faiss_index.new_index(service.dim, service.metric, index_type)  # refuse a bad string before any write
+    with engine.connect() as conn:
+        if store.count_vectors(conn, service.id) == 0:  # refused before a build row is written
+            raise _nothing_to_build(service)
     with engine.connect() as lock:
         store.lock_builds(lock, service.id)
         try:
             return _build_locked(engine, service, index_dir, index_type, settings.train_samples)
         finally:
             store.unlock_builds(lock, service.id)
+
+
+def _nothing_to_build(service: ServiceRecord) -> BadInput:
+    return BadInput("service", f"{service.name} has no stored vectors yet; index some images first, then build")
 
 
 def _build_locked(
@@ -75,8 +82,8 @@ def _build_locked(
             watermark = store.max_embedding_id(conn, service.id)
             vectors = store.read_service_vectors(conn, service.id, service.dim, upto_id=watermark)
         timings["read_s"] = time.perf_counter() - started
-        if len(vectors) == 0:
-            raise BadInput("service", f"{service.name} has no stored vectors yet; index some images first")
+        if len(vectors) == 0:  # deleted since the check above
+            raise _nothing_to_build(service)
         sample = None
         if train_samples is not None and train_samples < len(vectors):
             rows = np.random.default_rng(_SAMPLE_SEED).choice(len(vectors), train_samples, replace=False)

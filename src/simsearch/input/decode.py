@@ -36,6 +36,11 @@ def _header_size(raw: bytes) -> tuple[int, int] | None:
         return None
 
 
+def is_image_header(head: bytes) -> bool:
+    """Whether Pillow or OpenCV recognises these first bytes as an image format."""
+    return bool(head) and (_header_size(head) is not None or _opencv_knows(head))
+
+
 def probe_image(head: bytes, *, max_pixels: int, field: str = "data") -> None:
     """A cheap check from the first bytes of a file: refuses what Pillow knows is too large, and what
     neither Pillow nor OpenCV recognises as an image. Used to fail a request before anything is written."""

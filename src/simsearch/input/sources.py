@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from simsearch.errors import BadInput
+from simsearch.input.decode import is_image_header
 from simsearch.input.fetch import UrlPolicy, fetch_url
 
 MAX_FILE_BYTES = 256 << 20  # larger files are refused before they are read
@@ -100,17 +101,24 @@ def _resolve(item: str | bytes, position: int, roots: Sequence[Path], urls: UrlP
             raise BadInput(field, f"{item} is not readable")
         return Source(uri=item, position=position, explicit=True, path=resolved)
     content = _decode_base64(item)
-    if content is None:
+    if content is None or not is_image_header(content[: 64 << 10]):
         shown = item if len(item) <= 200 else item[:200] + "..."
         raise BadInput(field, f"Could not read image(s): {shown} (no such file or directory, nor base64 image bytes)")
     uri = "sha256:" + hashlib.sha256(content).hexdigest()
     return Source(uri=uri, position=position, explicit=True, content=content)
 
 
+def _path_order(entry: os.DirEntry[str]) -> str:
+    return entry.name + "/" if entry.is_dir(follow_symlinks=False) else entry.name
+
+
 def _walk(directory: Path, position: int, roots: Sequence[Path]) -> Iterator[Source]:
-    """Files under `directory`, depth first, entries sorted by name at every level."""
+    """Files under `directory` in the order of their path strings (a folder sorts as its name + "/",
+    so `a.png` comes before `a/x.png`)."""
     try:
-        entries = sorted(os.scandir(directory), key=lambda e: e.name)
+        entries = sorted(
+            os.scandir(directory), key=lambda e: e.name + "/" if e.is_dir(follow_symlinks=False) else e.name
+        )
     except OSError:
         return
     for entry in entries:

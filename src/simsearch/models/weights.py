@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import importlib.util
+import pickle
 from pathlib import Path
 from typing import Any
 
@@ -84,7 +85,7 @@ def load_state_dict(model: str, weights: str) -> dict[str, torch.Tensor]:
     if is_file_weights(weights):
         try:
             state = torch.load(weights, map_location="cpu", weights_only=True)
-        except (OSError, RuntimeError, ValueError) as exc:
+        except (OSError, RuntimeError, ValueError, EOFError, pickle.UnpicklingError) as exc:
             raise BadInput("weights", f"could not load the state_dict file {weights}: {exc}") from exc
         if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
             state = state["state_dict"]

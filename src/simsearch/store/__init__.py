@@ -23,6 +23,7 @@ from simsearch.store.services import (
     get_service,
     list_services,
     reattach_service,
+    record_layer,
     set_layer,
 )
 from simsearch.store.write import delete_images, replace_image_vectors, upsert_images
@@ -56,6 +57,7 @@ __all__ = [
     "max_embedding_id",
     "read_service_vectors",
     "reattach_service",
+    "record_layer",
     "replace_image_vectors",
     "set_layer",
     "start_build",

@@ -7,7 +7,7 @@ from typing import Any, cast
 from sqlalchemy import Connection, Table, func, insert, select, text, update
 from sqlalchemy.exc import IntegrityError
 
-from simsearch.errors import Conflict, NotFound
+from simsearch.errors import BadInput, Conflict, NotFound
 from simsearch.store.records import ServiceRecord
 from simsearch.store.tables import Embedding, Service
 
@@ -80,6 +80,23 @@ def set_layer(conn: Connection, service_id: int, layer: str, dim: int) -> Servic
         update(_service).where(_service.c.id == service_id).values(layer=layer, dim=dim).returning(*_service.c)
     ).one()
     return _record(row)
+
+
+def record_layer(conn: Connection, service_id: int, layer: str, dim: int) -> None:
+    """Make `layer` (of dimension `dim`) the service's layer, in the caller's transaction, unless it
+    already is; refused once the service stores vectors of another layer. The service row is locked
+    first, so of two concurrent first calls with different layers only one can win."""
+    current = conn.execute(select(_service.c.layer, _service.c.dim).where(_service.c.id == service_id)).one()
+    if (current.layer, current.dim) == (layer, dim):
+        return
+    row = conn.execute(select(_service).where(_service.c.id == service_id).with_for_update()).one()
+    if count_vectors(conn, service_id) > 0:
+        raise BadInput(
+            "extract_layer",
+            f"{row.name} stores vectors of layer {row.layer!r} ({row.dim}-d); {layer!r} would make {dim}-d "
+            f"vectors. Use {row.layer!r}, or another service",
+        )
+    set_layer(conn, service_id, layer, dim)
 
 
 def delete_service(conn: Connection, name: str) -> ServiceRecord:
