@@ -886,7 +886,8 @@ def test_index_defaults_from_creation_and_nprobe_for_one_search(client: Client, 
         1006,
         "Service Bad Request Error: parameters.output.index_type: ",
     )
-    assert "at least 64 vectors" in msg and "has 20" in msg
+    assert "at least 64 vectors" in msg
+    assert "has 20" in msg
     bad = {"index": True, "index_type": "HNSW32"}
     body = {"service": name, "data": [str(paths[0]), "!!unreadable!!"], "parameters": {"output": bad}}
     _error(client.post("/predict", json=body), 400, 1005, "Service Input Error: data[1]: ")
