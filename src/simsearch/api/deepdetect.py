@@ -18,6 +18,7 @@ import numpy as np
 from anyio import to_thread
 from litestar import Request, Response, delete, get, post, route
 from litestar.handlers import HTTPRouteHandler
+from litestar.params import FromPath, FromQuery
 from litestar.status_codes import HTTP_200_OK
 
 from simsearch import __version__, services, store
@@ -270,25 +271,27 @@ def _gpu_warnings(gpu: bool, ondisk: bool) -> list[str]:
 
 
 @route("/services/{name:str}", http_method=["PUT", "POST"], include_in_schema=False, status_code=201)
-async def create_service(request: Request[Any, Any, Any], name: str) -> Response[_JSON]:
+async def create_service(request: Request[Any, Any, Any], name: FromPath[str]) -> Response[_JSON]:
     authorize(request, "admin")
     body = _json_body(await request.body())
     return await to_thread.run_sync(_create, core_of(request), name, body)
 
 
 @get("/services/{name:str}", include_in_schema=False, guards=[read_guard])
-async def get_service(request: Request[Any, Any, Any], name: str) -> Response[_JSON]:
+async def get_service(request: Request[Any, Any, Any], name: FromPath[str]) -> Response[_JSON]:
     return await to_thread.run_sync(_describe, core_of(request), name)
 
 
-def _describe(core: Core, name: str) -> Response[_JSON]:
+def _describe(core: Core, name: FromPath[str]) -> Response[_JSON]:
     with core.engine.connect() as conn:
         service = store.get_service(conn, name.lower())
     return _ok({"method": "/services", "service": service.name}, _service_info(core, service, full=True))
 
 
 @delete("/services/{name:str}", sync_to_thread=True, include_in_schema=False, status_code=HTTP_200_OK)
-def delete_service(request: Request[Any, Any, Any], name: str, clear: str = "mem") -> Response[_JSON]:
+def delete_service(
+    request: Request[Any, Any, Any], name: FromPath[str], clear: FromQuery[str] = "mem"
+) -> Response[_JSON]:
     authorize(request, "admin")
     if clear not in ("mem", "index", "lib", "full", "dir"):
         raise wrong_json("clear", f"{clear!r}: use mem, index, lib, full or dir")
@@ -478,7 +481,7 @@ async def predict(request: Request[Any, Any, Any]) -> Response[_JSON]:
 
 
 @route("/chain/{name:str}", http_method=["PUT", "POST"], include_in_schema=False, status_code=HTTP_200_OK)
-async def chain(request: Request[Any, Any, Any], name: str) -> Response[_JSON]:
+async def chain(request: Request[Any, Any, Any], name: FromPath[str]) -> Response[_JSON]:
     authorize(request, "admin")
     _json_body(await request.body())
     raise BadInput("chain", f"/chain/{name}: chains (object search with detectors and crops) are not available yet")

@@ -15,12 +15,11 @@ import numpy as np
 from anyio import to_thread
 from litestar import Controller, Request, delete, get, patch, post
 from litestar.datastructures import UploadFile
-from litestar.di import Provide
-from litestar.enums import RequestEncodingType
+from litestar.di import NamedDependency, Provide
 from litestar.handlers import HTTPRouteHandler
 from litestar.openapi import ResponseSpec
 from litestar.openapi.spec import Operation, RequestBody
-from litestar.params import Body, Parameter
+from litestar.params import FromPath, JSONBody, MultipartBody, PathParameter, QueryParameter
 from litestar.status_codes import HTTP_200_OK, HTTP_201_CREATED, HTTP_204_NO_CONTENT
 
 from simsearch import services, store
@@ -54,7 +53,7 @@ from simsearch.ingest import IngestReport, ingest
 from simsearch.search import SearchOptions, search_vectors
 from simsearch.store import BuildRecord, ImageRecord, ServiceRecord
 
-ImageId = Annotated[int, Parameter(ge=1, le=MAX_ID, description="A stored image id")]
+ImageId = Annotated[int, PathParameter(ge=1, le=MAX_ID, description="A stored image id")]
 
 _PROBLEMS = {
     400: "Bad input: `field` names the request field at fault, `detail` says why",
@@ -94,7 +93,7 @@ def _core(request: Request[Any, Any, Any]) -> Core:
     return core_of(request)
 
 
-def _service(core: Core, name: str) -> ServiceRecord:
+def _service(core: Core, name: FromPath[str]) -> ServiceRecord:
     try:
         stored = services.check_name(name)
     except BadInput:  # no service can have this name
@@ -323,7 +322,7 @@ class ServiceController(Controller):
         status_code=HTTP_201_CREATED,
         responses=_problems(403, 409, 413),
     )
-    def create_service(self, core: Core, data: ServiceCreate) -> ServiceOut:
+    def create_service(self, core: NamedDependency[Core], data: JSONBody[ServiceCreate]) -> ServiceOut:
         """Register a service: the model that makes vectors, and how they are indexed."""
         for key in ("model", "weights", "layer", "index_type", "description"):
             _check_storable(getattr(data, key), key)
@@ -352,19 +351,19 @@ class ServiceController(Controller):
         return _service_out(core, record)
 
     @get("/", operation_id="listServices", guards=[read_guard], sync_to_thread=True, responses=_problems())
-    def list_services(self, core: Core) -> list[ServiceOut]:
+    def list_services(self, core: NamedDependency[Core]) -> list[ServiceOut]:
         """Every service, by name."""
         with core.engine.connect() as conn:
             listed = store.list_services(conn)
         return [_service_out(core, s) for s in listed]
 
     @get("/{name:str}", operation_id="getService", guards=[read_guard], sync_to_thread=True, responses=_READS)
-    def get_service(self, core: Core, name: str) -> ServiceOut:
+    def get_service(self, core: NamedDependency[Core], name: FromPath[str]) -> ServiceOut:
         """One service with its index state."""
         return _service_out(core, _service(core, name))
 
     @delete("/{name:str}", operation_id="deleteService", guards=[admin_guard], sync_to_thread=True, responses=_WRITES)
-    def delete_service(self, core: Core, name: str) -> None:
+    def delete_service(self, core: NamedDependency[Core], name: FromPath[str]) -> None:
         """Delete the service, its vectors, its index files, and the images no other service uses."""
         service = _service(core, name)
         record = services.remove_service(core.engine, service.name, clear="full", index_dir=core.settings.index_dir)
@@ -378,7 +377,7 @@ class ServiceController(Controller):
         status_code=HTTP_201_CREATED,
         responses=_SENDS,
     )
-    def index_json(self, core: Core, name: str, data: IndexRequest) -> IndexResult:
+    def index_json(self, core: NamedDependency[Core], name: FromPath[str], data: JSONBody[IndexRequest]) -> IndexResult:
         """Index images given as paths, directories, base64 or URLs, with optional uri and metadata each;
         one transaction for the whole call. Errors name the item as `data[i]`."""
         for i, item in enumerate(data.items):
@@ -402,7 +401,10 @@ class ServiceController(Controller):
         responses=_problems(403, 404, 413),
     )
     async def index_upload(
-        self, core: Core, name: str, data: Annotated[UploadForm, Body(media_type=RequestEncodingType.MULTI_PART)]
+        self,
+        core: NamedDependency[Core],
+        name: FromPath[str],
+        data: MultipartBody[UploadForm],
     ) -> IndexResult:
         """Index uploaded image files (multipart); `items` is an optional JSON array of {uri, metadata},
         one per file. Stored uris default to sha256:<hex> of the bytes. Errors name the file as `files[i]`."""
@@ -430,7 +432,9 @@ class ServiceController(Controller):
         status_code=HTTP_200_OK,
         responses=_problems(404, 413),
     )
-    def search_json(self, core: Core, name: str, data: SearchRequest) -> SearchResult:
+    def search_json(
+        self, core: NamedDependency[Core], name: FromPath[str], data: JSONBody[SearchRequest]
+    ) -> SearchResult:
         """The k stored images nearest to a query image, a stored image, or a raw vector; `filter` keeps
         the images whose metadata contains it (and still answers k when k of them exist)."""
         _check_storable(data.filter, "filter")
@@ -459,7 +463,10 @@ class ServiceController(Controller):
         responses=_problems(404, 413),
     )
     async def search_upload(
-        self, core: Core, name: str, data: Annotated[SearchUploadForm, Body(media_type=RequestEncodingType.MULTI_PART)]
+        self,
+        core: NamedDependency[Core],
+        name: FromPath[str],
+        data: MultipartBody[SearchUploadForm],
     ) -> SearchResult:
         """The k stored images nearest to an uploaded image (multipart: `file`, optional `k`, `filter`)."""
         if not isinstance(data.file, UploadFile):
@@ -482,7 +489,9 @@ class ServiceController(Controller):
         responses=_SENDS,
         operation_class=_OptionalBody,
     )
-    def start_build(self, core: Core, name: str, data: BuildRequest | None = None) -> BuildOut:
+    def start_build(
+        self, core: NamedDependency[Core], name: FromPath[str], data: JSONBody[BuildRequest | None] = None
+    ) -> BuildOut:
         """Build a new index generation from Postgres and swap it in (answers when it is ready); a body is
         optional, its `index_type` overrides the service's for this generation."""
         index_type = data.index_type if data is not None else None
@@ -491,7 +500,7 @@ class ServiceController(Controller):
         return _build_out(build_generation(core.engine, service, core.settings.index_dir, index_type=index_type))
 
     @get("/{name:str}/builds", operation_id="listBuilds", guards=[read_guard], sync_to_thread=True, responses=_READS)
-    def list_builds(self, core: Core, name: str) -> list[BuildOut]:
+    def list_builds(self, core: NamedDependency[Core], name: FromPath[str]) -> list[BuildOut]:
         """Every generation of the service's index, newest first (building, ready, failed, retired)."""
         service = _service(core, name)
         with core.engine.connect() as conn:
@@ -507,10 +516,10 @@ class ImageController(Controller):
     @get("/", operation_id="listImages", guards=[read_guard], sync_to_thread=True, responses=_READS)
     def list_images(
         self,
-        core: Core,
-        service: Annotated[str | None, Parameter(description="only the images this service indexed")] = None,
-        limit: Annotated[int, Parameter(ge=1, le=1000, description="page size")] = 100,
-        cursor: Annotated[str | None, Parameter(description="next_cursor of the previous page")] = None,
+        core: NamedDependency[Core],
+        service: Annotated[str | None, QueryParameter(description="only the images this service indexed")] = None,
+        limit: Annotated[int, QueryParameter(ge=1, le=1000, description="page size")] = 100,
+        cursor: Annotated[str | None, QueryParameter(description="next_cursor of the previous page")] = None,
     ) -> ImagePage:
         """Images in id order, a page at a time (keyset pagination); `service` keeps those it indexed.
         `next_cursor` is null on the last page."""
@@ -527,13 +536,13 @@ class ImageController(Controller):
         return ImagePage(items=[_image_out(i) for i in page], next_cursor=str(page[-1].id) if more else None)
 
     @get("/{image_id:int}", operation_id="getImage", guards=[read_guard], sync_to_thread=True, responses=_READS)
-    def get_image(self, core: Core, image_id: ImageId) -> ImageOut:
+    def get_image(self, core: NamedDependency[Core], image_id: ImageId) -> ImageOut:
         """One stored image and its metadata."""
         with core.engine.connect() as conn:
             return _image_out(store.get_image(conn, image_id))
 
     @patch("/{image_id:int}", operation_id="updateImage", guards=[admin_guard], sync_to_thread=True, responses=_SENDS)
-    def update_image(self, core: Core, image_id: ImageId, data: ImagePatch) -> ImageOut:
+    def update_image(self, core: NamedDependency[Core], image_id: ImageId, data: JSONBody[ImagePatch]) -> ImageOut:
         """Merge (or with replace=true, replace) the image's metadata; new keys win."""
         _check_storable(data.metadata, "metadata")
         with core.engine.begin() as conn:
@@ -547,7 +556,7 @@ class ImageController(Controller):
         status_code=HTTP_204_NO_CONTENT,
         responses=_WRITES,
     )
-    def delete_image(self, core: Core, image_id: ImageId) -> None:
+    def delete_image(self, core: NamedDependency[Core], image_id: ImageId) -> None:
         """Delete the image with its objects and vectors in every service: gone from search at once."""
         with core.engine.begin() as conn:
             if store.delete_images(conn, [image_id]) == 0:
