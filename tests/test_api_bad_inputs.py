@@ -120,6 +120,8 @@ DD_CASES = [
       id="dd-create-mllib-caffe"),
     P("POST", f"/services/{UNKNOWN}", {"json": dd_service(library="sklearn")}, 404, 1000, "sklearn",
       id="dd-create-mllib-unknown"),
+    P("PUT", f"/services/{UNKNOWN}", {"json": dd_service(description="nul\u0000here")}, 400, 1006, "description",
+      id="dd-create-description-nul"),
     P("PUT", f"/services/{UNKNOWN}", {"json": dd_service(parameters=[])}, 400, 400, "parameters",
       id="dd-create-parameters-list"),
     P("PUT", f"/services/{UNKNOWN}", {"json": dd_service(mllib={"weights": "none"})}, 400, 400,
@@ -214,6 +216,8 @@ DD_CASES = [
       "index_uris", id="dd-index-uris-string"),
     P("POST", "/predict", {"json": predict(data=[GOOD, "<good_b64_1>"]) | {"index_uris": ["sku-1"]}}, 400, 1005,
       "index_uris", id="dd-index-uris-length"),
+    P("POST", "/predict", {"json": predict(data=[GOOD], index=True) | {"index_uris": ["sku\u0000-1"]}}, 400, 1005,
+      "index_uris[0]", id="dd-index-uris-nul"),
     # -- parameters
     P("POST", "/predict", {"json": predict(data=[GOOD]) | {"parameters": {"output": [1]}}}, 400, 400,
       "parameters.output", id="dd-output-list"),

@@ -64,6 +64,13 @@ class _Handler(BaseHTTPRequestHandler):
         elif path == "/slow":
             self.release.wait(10 * TIMEOUT_S)
             self._send(200, PNG)
+        elif path == "/trickle":  # each byte well within the read timeout, the whole far beyond it
+            self._send(200, headers={"Content-Length": "1000"})
+            for _ in range(1000):
+                if self.release.wait(TIMEOUT_S / 5):
+                    return
+                self.wfile.write(b"x")
+                self.wfile.flush()
         elif path == "/big":  # declares its size
             self._send(200, bytes(MAX_BYTES + 1))
         elif path == "/big-stream":  # no Content-Length: the body ends when the connection closes
@@ -163,6 +170,11 @@ def test_a_slow_server_times_out(base_url: str) -> None:
     with pytest.raises(BadInput, match=r"could not fetch .*/slow: timed out") as info:
         fetch_url(f"{base_url}/slow", POLICY, field="data[2]")
     assert info.value.field == "data[2]"
+
+
+def test_a_trickling_server_hits_the_total_deadline(base_url: str) -> None:
+    with pytest.raises(BadInput, match=r"/trickle took longer than"):
+        fetch_url(f"{base_url}/trickle", POLICY, field="data[0]")
 
 
 def test_network_errors_name_the_field_and_url(base_url: str) -> None:

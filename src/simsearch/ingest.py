@@ -145,6 +145,10 @@ def ingest(
         raise BadInput("index_uris", f"must have one entry per data item ({len(data)}), got {len(uris)}")
     if metadata is not None and len(metadata) != len(data):
         raise ValueError("metadata needs one entry per data item")
+    for i, uri in enumerate(uris or []):
+        store.check_storable(uri, f"index_uris[{i}]")
+    for i, entry in enumerate(metadata or []):
+        store.check_storable(entry, f"metadata[{i}]")
     if extractor.dim != service.dim:
         raise BadInput("service", f"the model makes {extractor.dim}-d vectors, {service.name} stores {service.dim}-d")
 

@@ -79,6 +79,8 @@ def create_service(
     otherwise `Conflict`.
     """
     name = check_name(name)
+    for field, value in (("model", model), ("weights", weights), ("layer", layer), ("description", description)):
+        store.check_storable(value, field)
     if weights_roots is not None and is_file_weights(weights) and not _under(weights, weights_roots):
         raise BadInput("weights", f"{weights} is outside the allowed data roots; set SIMSEARCH_DATA_ROOTS")
     if metric not in METRICS:

@@ -25,22 +25,12 @@ from simsearch import __version__, services, store
 from simsearch.api.app import Core, authorize, core_of, read_guard
 from simsearch.api.errors import DDError, wrong_json
 from simsearch.errors import BadInput, NotFound
-from simsearch.index import build_generation, faiss_index, index_settings, stored_settings
+from simsearch.index import INDEX_KEYS, build_generation, faiss_index, index_settings, stored_settings
 from simsearch.ingest import ingest
 from simsearch.search import SearchOptions, search_vectors
 from simsearch.store import Hit, ServiceRecord
 
 _OTHER_LIBS = ("caffe", "caffe2", "tf", "tensorflow", "tensorrt", "ncnn", "xgboost", "dlib", "tsne")
-_INDEX_KEYS = (
-    "index_backend",
-    "index_type",
-    "train_samples",
-    "nprobe",
-    "ef_search",
-    "ondisk",
-    "index_gpu",
-    "index_gpuid",
-)
 _RANDOM_WEIGHTS = "weights: none: random initialisation, the vectors mean nothing (for tests only)"
 _JSON = dict[str, Any]
 _Kinds = type | tuple[type, ...]
@@ -220,7 +210,7 @@ def _create(core: Core, name: str, body: _JSON) -> Response[_JSON]:
     _check_output(output)  # they become the defaults of every predict: refused now, not on each call
     backend = output.get("index_backend", "faiss")
     metric = output.get("metric", "cosine" if backend == "annoy" else "l2")
-    settings = index_settings({k: output[k] for k in _INDEX_KEYS if k in output})
+    settings = index_settings({k: output[k] for k in INDEX_KEYS if k in output})
     size = _input_size(inp) or 224
     folder = _repository(core, repository)
     record = services.create_service(
@@ -375,10 +365,10 @@ def _parse_predict(core: Core, body: _JSON) -> _Predict:
     request.binarized = _flag(output, "binarized")
     request.k = min(_take(output, "search_nn", int, "parameters.output", 10), 10_000)
     settings = index_settings(
-        {k: output[k] for k in _INDEX_KEYS if k in output}, base=stored_settings(service.index_settings)
+        {k: output[k] for k in INDEX_KEYS if k in output}, base=stored_settings(service.index_settings)
     )
     request.nprobe, request.ef_search = settings.nprobe, settings.ef_search
-    changes = {k: output[k] for k in _INDEX_KEYS if k in given and k not in ("nprobe", "ef_search")}
+    changes = {k: output[k] for k in INDEX_KEYS if k in given and k not in ("nprobe", "ef_search")}
     if (request.index or request.build) and changes:
         request.index_values = _index_values(service, changes)
     request.warnings += _gpu_warnings(settings.gpu, settings.ondisk)
@@ -399,15 +389,9 @@ def _index_values(service: ServiceRecord, changes: _JSON) -> _JSON:
     return service.index_settings | merged.to_dict()
 
 
-def _set_layer(core: Core, used: ServiceRecord) -> None:
-    """The first `index` call's layer becomes the service's, once its vectors are stored."""
-    with core.engine.begin() as conn:
-        store.set_layer(conn, used.id, used.layer, used.dim)
-
-
 def _set_index_settings(core: Core, service_id: int, values: _JSON) -> None:
     with core.engine.begin() as conn:
-        store.reattach_service(conn, service_id, index_settings=values)
+        store.update_service(conn, service_id, index_settings=values)
 
 
 def _nns(hits: list[Hit]) -> list[_JSON]:
@@ -449,8 +433,7 @@ def _predict(core: Core, body: _JSON, request: Request[Any, Any, Any]) -> Respon
                 entry["indexed"] = True
             predictions.append(entry)
         vectors = [p.vector for p in report.predictions]
-    if call.index and predictions and service.layer != call.service.layer:
-        _set_layer(core, service)
+    # (a new extract_layer was recorded by ingest, in the transaction of the first vectors)
     if call.build:
         build_generation(core.engine, service, core.settings.index_dir)
     if call.index_values is not None:  # reached only when the index and build steps succeeded

@@ -12,6 +12,7 @@ from litestar import Request, Response
 from litestar.exceptions import HTTPException, SerializationException, ValidationException
 
 from simsearch.errors import BadInput, Conflict, NotFound, SimsearchError
+from simsearch.index import INDEX_KEYS
 
 log = logging.getLogger("simsearch.api")
 
@@ -26,20 +27,8 @@ DD_FIELDS = {
     "size": "parameters.input.width",
     "k": "parameters.output.search_nn",
     "vector": "parameters.mllib.extract_layer",
-    **{
-        key: f"parameters.output.{key}"
-        for key in (
-            "metric",
-            "index_type",
-            "index_backend",
-            "train_samples",
-            "nprobe",
-            "ef_search",
-            "ondisk",
-            "index_gpu",
-            "index_gpuid",
-        )
-    },
+    "metric": "parameters.output.metric",
+    **{key: f"parameters.output.{key}" for key in INDEX_KEYS},
 }
 _INPUT_FIELDS = ("data", "index_uris", "parameters.input")
 

@@ -102,25 +102,6 @@ def _service(core: Core, name: FromPath[str]) -> ServiceRecord:
         return store.get_service(conn, stored)
 
 
-MAX_JSON_DEPTH = 32  # metadata and filters nest no deeper (Postgres and json.dumps recurse on them)
-
-
-def _check_storable(value: Any, field: str) -> None:  # noqa: ANN401 - any decoded JSON
-    """Refuse what Postgres cannot store (NUL characters: text and jsonb have none) and JSON nested
-    absurdly deep, naming the field; iterative, so it cannot exhaust the stack itself."""
-    pending = [(value, 0)]
-    while pending:
-        item, depth = pending.pop()
-        if isinstance(item, str):
-            if "\x00" in item:
-                raise BadInput(field, "must not contain NUL (\\u0000) characters")
-        elif isinstance(item, dict | list):
-            if depth >= MAX_JSON_DEPTH:
-                raise BadInput(field, f"is nested deeper than {MAX_JSON_DEPTH} levels")
-            children = [*item.keys(), *item.values()] if isinstance(item, dict) else item
-            pending.extend((child, depth + 1) for child in children)
-
-
 @contextmanager
 def _fields_renamed(rename: Callable[[str], str]) -> Iterator[None]:
     """Core errors name `data[i]` (the position in the call); name the request's own field instead."""
@@ -292,8 +273,8 @@ def _upload_items(raw: str | None, count: int) -> list[UploadItem]:
     if len(items) != count:
         raise BadInput("items", f"has {len(items)} objects for {count} files; give one per file")
     for i, item in enumerate(items):
-        _check_storable(item.uri, f"items[{i}].uri")
-        _check_storable(item.metadata, f"items[{i}].metadata")
+        store.check_storable(item.uri, f"items[{i}].uri")
+        store.check_storable(item.metadata, f"items[{i}].metadata")
     return items
 
 
@@ -304,7 +285,7 @@ def _form_filter(raw: str | None) -> dict[str, Any] | None:
         where = msgspec.json.decode(raw, type=dict[str, Any] | None)
     except (msgspec.DecodeError, RecursionError) as exc:
         raise BadInput("filter", f"must be a JSON object: {exc}") from exc
-    _check_storable(where, "filter")
+    store.check_storable(where, "filter")
     return where
 
 
@@ -325,7 +306,7 @@ class ServiceController(Controller):
     def create_service(self, core: NamedDependency[Core], data: JSONBody[ServiceCreate]) -> ServiceOut:
         """Register a service: the model that makes vectors, and how they are indexed."""
         for key in ("model", "weights", "layer", "index_type", "description"):
-            _check_storable(getattr(data, key), key)
+            store.check_storable(getattr(data, key), key)
         if data.index_gpu:
             raise BadInput("index_gpu", "GPU indexes are not available in this version; leave index_gpu false")
         settings = index_settings(
@@ -381,8 +362,8 @@ class ServiceController(Controller):
         """Index images given as paths, directories, base64 or URLs, with optional uri and metadata each;
         one transaction for the whole call. Errors name the item as `data[i]`."""
         for i, item in enumerate(data.items):
-            _check_storable(item.uri, f"items[{i}].uri")
-            _check_storable(item.metadata, f"items[{i}].metadata")
+            store.check_storable(item.uri, f"items[{i}].uri")
+            store.check_storable(item.metadata, f"items[{i}].metadata")
         service = _service(core, name)
         report = _ingest(
             core,
@@ -437,8 +418,8 @@ class ServiceController(Controller):
     ) -> SearchResult:
         """The k stored images nearest to a query image, a stored image, or a raw vector; `filter` keeps
         the images whose metadata contains it (and still answers k when k of them exist)."""
-        _check_storable(data.filter, "filter")
-        _check_storable(data.image, "image")
+        store.check_storable(data.filter, "filter")
+        store.check_storable(data.image, "image")
         service = _service(core, name)
         given = [x for x in (data.image, data.image_id, data.vector) if x is not None]
         if len(given) != 1:
@@ -495,7 +476,7 @@ class ServiceController(Controller):
         """Build a new index generation from Postgres and swap it in (answers when it is ready); a body is
         optional, its `index_type` overrides the service's for this generation."""
         index_type = data.index_type if data is not None else None
-        _check_storable(index_type, "index_type")
+        store.check_storable(index_type, "index_type")
         service = _service(core, name)
         return _build_out(build_generation(core.engine, service, core.settings.index_dir, index_type=index_type))
 
@@ -544,7 +525,7 @@ class ImageController(Controller):
     @patch("/{image_id:int}", operation_id="updateImage", guards=[admin_guard], sync_to_thread=True, responses=_SENDS)
     def update_image(self, core: NamedDependency[Core], image_id: ImageId, data: JSONBody[ImagePatch]) -> ImageOut:
         """Merge (or with replace=true, replace) the image's metadata; new keys win."""
-        _check_storable(data.metadata, "metadata")
+        store.check_storable(data.metadata, "metadata")
         with core.engine.begin() as conn:
             return _image_out(store.update_metadata(conn, image_id, data.metadata, replace=data.replace))
 

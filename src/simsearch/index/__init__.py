@@ -9,9 +9,10 @@ from simsearch.index.generations import (
     remove_index_files,
     service_index_dir,
 )
-from simsearch.index.settings import IndexSettings, index_settings, stored_settings
+from simsearch.index.settings import INDEX_KEYS, IndexSettings, index_settings, stored_settings
 
 __all__ = [
+    "INDEX_KEYS",
     "IndexCache",
     "IndexSettings",
     "LoadedIndex",

@@ -8,6 +8,17 @@ from typing import Any
 from simsearch.errors import BadInput
 
 BACKENDS = ("faiss",)  # annoy arrives with the index engine (issue 5)
+# The user-facing keys (DeepDetect's output parameters) that `index_settings` reads.
+INDEX_KEYS = (
+    "index_backend",
+    "index_type",
+    "train_samples",
+    "nprobe",
+    "ef_search",
+    "ondisk",
+    "index_gpu",
+    "index_gpuid",
+)
 
 
 @dataclass(frozen=True, slots=True)

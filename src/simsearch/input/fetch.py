@@ -12,6 +12,7 @@ import http.client
 import ipaddress
 import socket
 import ssl
+import time
 from dataclasses import dataclass
 from urllib.parse import urljoin, urlsplit
 
@@ -20,13 +21,15 @@ from simsearch.errors import BadInput
 MAX_REDIRECTS = 3
 _REDIRECTS = frozenset({301, 302, 303, 307, 308})
 _CHUNK = 64 << 10
+_TOTAL_TIMEOUTS = 3
 
 
 @dataclass(frozen=True, slots=True)
 class UrlPolicy:
     """What URL fetching may do: reach private addresses, wait how long, read how much.
 
-    `timeout_s` bounds connecting and each read from the socket, not the whole download."""
+    `timeout_s` bounds connecting and each read from the socket; the whole fetch, redirects included,
+    may take at most `_TOTAL_TIMEOUTS` times as long, so a server trickling bytes cannot hold a request."""
 
     allow_private: bool = False
     timeout_s: float = 10.0
@@ -72,7 +75,7 @@ def _connect(ips: list[str], port: int, timeout: float) -> socket.socket:
     raise error
 
 
-def _get_once(url: str, policy: UrlPolicy, field: str) -> tuple[int, str | None, bytes]:
+def _get_once(url: str, policy: UrlPolicy, field: str, deadline: float) -> tuple[int, str | None, bytes]:
     """One GET without following redirects: (status, Location, body); the body is read only on 2xx."""
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
@@ -100,10 +103,12 @@ def _get_once(url: str, policy: UrlPolicy, field: str) -> tuple[int, str | None,
         if declared is not None and declared.isdigit() and int(declared) > policy.max_bytes:
             raise BadInput(field, f"{_shown(url)} is larger than {policy.max_bytes} bytes")
         body = bytearray()
-        while chunk := response.read(_CHUNK):
+        while chunk := response.read1(_CHUNK):  # returns what one recv gives, so the deadline is checked
             body += chunk
             if len(body) > policy.max_bytes:
                 raise BadInput(field, f"{_shown(url)} is larger than {policy.max_bytes} bytes")
+            if time.monotonic() > deadline:
+                raise BadInput(field, f"{_shown(url)} took longer than {_TOTAL_TIMEOUTS * policy.timeout_s:g} s")
         return response.status, None, bytes(body)
     except (OSError, http.client.HTTPException) as exc:
         raise BadInput(field, f"could not fetch {_shown(url)}: {str(exc) or type(exc).__name__}") from exc
@@ -115,8 +120,9 @@ def _get_once(url: str, policy: UrlPolicy, field: str) -> tuple[int, str | None,
 def fetch_url(url: str, policy: UrlPolicy, *, field: str) -> bytes:
     """The body of `url` (http or https), following up to three redirects; every failure is a BadInput."""
     current = url
+    deadline = time.monotonic() + _TOTAL_TIMEOUTS * policy.timeout_s
     for _ in range(MAX_REDIRECTS + 1):
-        status, location, body = _get_once(current, policy, field)
+        status, location, body = _get_once(current, policy, field, deadline)
         if 200 <= status < 300:
             return body
         if status not in _REDIRECTS or not location:

@@ -25,7 +25,9 @@ from simsearch.store.services import (
     reattach_service,
     record_layer,
     set_layer,
+    update_service,
 )
+from simsearch.store.values import check_storable
 from simsearch.store.write import delete_images, replace_image_vectors, upsert_images
 
 __all__ = [
@@ -35,6 +37,7 @@ __all__ = [
     "NewImage",
     "ServiceRecord",
     "VectorSet",
+    "check_storable",
     "count_vectors",
     "create_service",
     "current_build",
@@ -63,6 +66,7 @@ __all__ = [
     "start_build",
     "unlock_builds",
     "update_metadata",
+    "update_service",
     "upgrade",
     "upsert_images",
 ]

@@ -74,6 +74,19 @@ def reattach_service(conn: Connection, service_id: int, **values: Any) -> Servic
     return _record(row)
 
 
+def update_service(conn: Connection, service_id: int, **values: Any) -> ServiceRecord:  # noqa: ANN401
+    """Change an attached service's columns (e.g. its index settings); NotFound once it was removed."""
+    row = conn.execute(
+        update(_service)
+        .where(_service.c.id == service_id, _service.c.detached_at.is_(None))
+        .values(**values)
+        .returning(*_service.c)
+    ).one_or_none()
+    if row is None:
+        raise NotFound(f"service {service_id} was removed meanwhile")
+    return _record(row)
+
+
 def set_layer(conn: Connection, service_id: int, layer: str, dim: int) -> ServiceRecord:
     """Record the layer (and its dimension) of a service that has no vectors yet."""
     row = conn.execute(

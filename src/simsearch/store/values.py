@@ -1,0 +1,26 @@
+"""What Postgres can store: text and jsonb hold no NUL character, and deep JSON is refused before
+Postgres (or json.dumps) recurses on it. Checked before a write, so the error names the field."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from simsearch.errors import BadInput
+
+MAX_JSON_DEPTH = 32  # metadata and filters nest no deeper (Postgres and json.dumps recurse on them)
+
+
+def check_storable(value: Any, field: str) -> None:  # noqa: ANN401 - any decoded JSON
+    """Refuse what Postgres cannot store (NUL characters: text and jsonb have none) and JSON nested
+    absurdly deep, naming the field; iterative, so it cannot exhaust the stack itself."""
+    pending = [(value, 0)]
+    while pending:
+        item, depth = pending.pop()
+        if isinstance(item, str):
+            if "\x00" in item:
+                raise BadInput(field, "must not contain NUL (\\u0000) characters")
+        elif isinstance(item, dict | list):
+            if depth >= MAX_JSON_DEPTH:
+                raise BadInput(field, f"is nested deeper than {MAX_JSON_DEPTH} levels")
+            children = [*item.keys(), *item.values()] if isinstance(item, dict) else item
+            pending.extend((child, depth + 1) for child in children)
