@@ -1,7 +1,7 @@
 """Benchmarks: `python -m bench` measures simsearch against references run in the same process and Postgres.
 
-Every bench is a function that returns `Row`s (a measure, our number, the reference's number, their
-ratio, and what the ratio should be), so the table and the JSON file come from the same values.
+Every bench returns typed results; the headline numbers become `Row`s (a measure, a number A, a number B,
+their ratio A / B, and what the ratio should be), so the table and the JSON file come from the same values.
 """
 
 from __future__ import annotations
@@ -12,11 +12,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
-from faiss.contrib.evaluation import RepeatTimer
 
 
 @dataclass(frozen=True, slots=True)
 class Row:
+    """A headline number: `ratio` = `ours` / `reference`. For "pgvector's time / ours" rows, `ours` holds
+    pgvector's time (the measure's text says which is which; the table heads the columns A and B)."""
+
     measure: str
     ours: float
     reference: float
@@ -30,11 +32,15 @@ class Row:
 
 
 def median_seconds(fn: Callable[[], object], *, warmup: int = 1, runs: int = 3) -> float:
-    """Median wall time of `fn()` over `runs` timed calls after `warmup` untimed ones (faiss's RepeatTimer)."""
-    timer = RepeatTimer(warmup=warmup, runs=warmup + runs)
-    for _ in timer:
+    """Median wall time of `fn()` over `runs` timed calls after `warmup` untimed ones."""
+    for _ in range(warmup):
         fn()
-    return float(np.median(timer.times))
+    times = []
+    for _ in range(runs):
+        started = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - started)
+    return statistics.median(times)
 
 
 def paired_median_seconds(
@@ -53,3 +59,21 @@ def paired_median_seconds(
             fns[which]()
             times[which].append(time.perf_counter() - started)
     return statistics.median(times[0]), statistics.median(times[1])
+
+
+def interleaved_medians(fns: dict[str, Callable[[], object]], *, runs: int) -> dict[str, float]:
+    """Median wall time of each function over `runs` rounds; each round calls every function once, in
+    alternating order (forwards, then backwards), so load from elsewhere weighs on all of them alike."""
+    names = list(fns)
+    times: dict[str, list[float]] = {name: [] for name in names}
+    for i in range(runs):
+        for name in names if i % 2 == 0 else reversed(names):
+            started = time.perf_counter()
+            fns[name]()
+            times[name].append(time.perf_counter() - started)
+    return {name: statistics.median(t) for name, t in times.items()}
+
+
+def percentile(values: list[float], q: float) -> float:
+    """The q-th percentile (0-100) of `values`, NaN when there are none."""
+    return float(np.percentile(values, q)) if values else float("nan")

@@ -1,191 +1,184 @@
-"""`python -m bench`: build, search and ingest benchmarks against references measured in the same run.
+"""`python -m bench`: search, build, memory, rebuild-under-load and ingest benchmarks of simsearch against
+pgvector and a bare binary COPY, all measured in the same run, on the same clustered synthetic vectors
+(a Gaussian mixture) in the same embedded Postgres.
 
-Every number in the table is a ratio of two timings taken in this process, on this machine, against the
-same embedded Postgres, so the ratios (not the absolute numbers) are what to compare between runs.
+Ratios between numbers taken in one run, on one machine, are what to compare between runs; the absolute
+numbers depend on the machine.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import math
-import sys
 import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
 
+import faiss
 from rich.console import Console
-from rich.table import Table
 
 from bench import Row
-from bench.build import FAISS_HNSW, bench_build, faiss_hnsw_build_seconds, hnsw_build_seconds
+from bench.build import BuildRow, flat_vs_copy, fresh_build
 from bench.data import Mixture, embedded_database, load_vectors
 from bench.ingest import bench_ingest
-from bench.search import bench_hnsw_search, bench_search
-from simsearch.index import load_current
+from bench.pgvector import PgvectorSearch, connect, hnsw_build_seconds
+from bench.rebuild import bench_rebuild
+from bench.report import Results, json_numbers, out, print_all
+from bench.search import bench_search, exact_truth, ivf_nlist, one_thread_qps, tuned_candidates
+from simsearch.index import LoadedIndex, load_current
+from simsearch.search import SearchOptions
 
 console = Console(stderr=True)
-out = Console() if sys.stdout.isatty() else Console(width=180)  # no wrapped rows in a log file
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
-    parser.add_argument("--n", type=int, default=50_000, help="stored vectors (default: %(default)s)")
-    parser.add_argument("--dim", type=int, default=512, help="vector dimension (default: %(default)s, as resnet18's)")
-    parser.add_argument("--k", type=int, default=10, help="neighbours per query (default: %(default)s)")
-    parser.add_argument("--queries", type=int, default=50, help="query vectors (default: %(default)s)")
-    parser.add_argument(
-        "--clusters",
+    add = parser.add_argument
+    add("--n", type=int, default=100_000, help="stored vectors (default: %(default)s)")
+    add("--dim", type=int, default=512, help="vector dimension (default: %(default)s, as resnet18's)")
+    add("--k", type=int, default=10, help="neighbours per query (default: %(default)s)")
+    add("--queries", type=int, default=200, help="query vectors, drawn from the same mixture (default: %(default)s)")
+    add("--clusters", type=int, default=256, help="components of the Gaussian mixture (default: %(default)s)")
+    add("--nlist", type=int, help="IVF lists of the IVF<nlist>,SQ8 index (default: about 4 sqrt(n))")
+    add("--hnsw-m", type=int, default=32, help="M of the FAISS HNSW<M> index (default: %(default)s)")
+    add(
+        "--runs",
         type=int,
-        default=256,
-        help="components of the Gaussian mixture the vectors are drawn from (default: %(default)s)",
+        default=3,
+        help="timed repeats, the median is reported; the Flat build does 2 x runs + 1 (default: %(default)s)",
     )
-    parser.add_argument("--images", type=int, default=160, help="JPEGs for the ingest bench (default: %(default)s)")
-    parser.add_argument(
+    add("--clients", type=int, default=8, help="concurrent search clients during the rebuild (default: %(default)s)")
+    add(
+        "--rebuild-before",
+        type=float,
+        default=10.0,
+        metavar="SECONDS",
+        help="seconds of searching before the rebuild starts, for the baseline latency (default: %(default)s)",
+    )
+    add("--images", type=int, default=160, help="JPEGs for the ingest bench (default: %(default)s)")
+    add(
         "--model",
         default="resnet18",
         help="torchvision model for the ingest bench, random weights (default: %(default)s)",
     )
-    parser.add_argument(
-        "--runs",
-        type=int,
-        default=3,
-        help="timed repeats per measure, the median is reported; the cheap build does 2 x runs + 1 "
-        "(default: %(default)s)",
-    )
-    parser.add_argument("--seed", type=int, default=1338, help="seed of the data (default: %(default)s)")
-    parser.add_argument("--no-hnsw", dest="hnsw", action="store_false", help="skip the pgvector HNSW rows")
-    parser.add_argument("--no-ingest", dest="ingest", action="store_false", help="skip the ingest bench")
-    parser.add_argument("--json", type=Path, metavar="FILE", help="also write {key: number} to FILE")
+    add("--seed", type=int, default=1338, help="seed of the data (default: %(default)s)")
+    add("--no-hnsw", dest="hnsw", action="store_false", help="skip pgvector's HNSW (its build and search rows)")
+    add("--no-exact", dest="exact", action="store_false", help="skip pgvector's exact search (a scan per query)")
+    add("--no-rebuild", dest="rebuild", action="store_false", help="skip the rebuild-under-load bench")
+    add("--no-ingest", dest="ingest", action="store_false", help="skip the ingest bench")
+    add("--json", type=Path, metavar="FILE", help="also write the results to FILE as JSON")
     args = parser.parse_args(argv)
-    for name in ("n", "dim", "k", "queries", "clusters", "images", "runs"):
+    for name in ("n", "dim", "k", "queries", "clusters", "runs", "clients", "images", "hnsw_m"):
         if getattr(args, name) < 1:
-            parser.error(f"--{name} must be at least 1")
+            parser.error(f"--{name.replace('_', '-')} must be at least 1")
     if args.k > args.n:
         parser.error("--k must not exceed --n")
+    args.nlist = args.nlist or ivf_nlist(args.n)
+    if args.nlist > args.n:
+        parser.error("--nlist must not exceed --n")
     return args
 
 
-def run(args: argparse.Namespace) -> tuple[list[Row], dict[str, float]]:
-    rows: list[Row] = []
+def run(args: argparse.Namespace) -> tuple[Results, dict[str, float]]:
+    hnsw_type, ivf_type = f"HNSW{args.hnsw_m}", f"IVF{args.nlist},SQ8"
+    res = Results(n=args.n, dim=args.dim, k=args.k, nq=args.queries, hnsw_type=hnsw_type, ivf_type=ivf_type)
     extra: dict[str, float] = {}
     mixture = Mixture.make(args.dim, clusters=args.clusters, seed=args.seed)
     vectors = mixture.sample(args.n, seed=args.seed + 1)
     queries = mixture.sample(args.queries, seed=args.seed + 2)
     with tempfile.TemporaryDirectory(prefix="simsearch-bench-") as tmp, embedded_database(Path(tmp)) as db:
         with console.status(f"loading {args.n} x {args.dim} vectors through the store"):
-            service, load_seconds = load_vectors(db.engine, "bench", vectors)
-        console.log(f"loaded {args.n} vectors in {load_seconds:.1f} s ({args.n / load_seconds:.0f}/s)")
-        extra["load_vectors_per_s"] = args.n / load_seconds
+            service, res.load_seconds = load_vectors(db.engine, "bench", vectors)
+        del vectors
+        console.log(f"loaded {args.n} vectors in {res.load_seconds:.1f} s ({args.n / res.load_seconds:.0f}/s)")
+        extra["load_vectors_per_s"] = args.n / res.load_seconds
+        truth = exact_truth(db.engine, service, queries, args.k)
 
-        with console.status("build: ours vs bare binary COPY"):
-            build_rows, build_seconds = bench_build(db, service, args.n, runs=2 * args.runs + 1)
-        rows += build_rows
-        console.log("build done")
+        with console.status("build: ours (Flat) vs bare binary COPY, in alternation"):
+            res.flat = flat_vs_copy(db, service, args.n, runs=2 * args.runs + 1)
+        console.log(f"Flat build {res.flat.seconds:.2f} s, bare COPY {res.flat.copy_seconds:.2f} s")
+        indexes: dict[str, LoadedIndex] = {}
+        for index_type in ("Flat", ivf_type, hnsw_type):
+            with console.status(f"build: ours ({index_type}) in a fresh process, for its peak RSS"):
+                child = fresh_build(db, service, index_type, args.n)
+            flat = index_type == "Flat" and res.flat is not None
+            seconds, runs = (res.flat.seconds, res.flat.runs) if flat and res.flat else (child.seconds, 1)
+            res.builds.append(BuildRow(index_type, seconds, runs, child))
+            loaded = load_current(db.engine, service)
+            assert loaded is not None
+            assert loaded.build.index_type == index_type
+            indexes[index_type] = loaded
+            console.log(f"{index_type} built in {child.seconds:.1f} s, peak +{child.peak_delta / 2**20:.0f} MiB")
         if args.hnsw:
-            with console.status("build: pgvector HNSW (m=16, ef_construction=64, once)"):
-                hnsw_seconds = hnsw_build_seconds(db, service)
-            rows.append(
-                Row(
-                    "build: ours (Flat) vs pgvector HNSW, m=16 ef_construction=64, 1 run",
-                    build_seconds,
-                    hnsw_seconds,
-                    "s",
-                    "<< 1",
-                    "build_vs_pgvector_hnsw",
-                )
-            )
-            console.log(f"pgvector HNSW built in {hnsw_seconds:.1f} s")
+            with console.status("build: pgvector hnsw (m=16, ef_construction=64, once)"):
+                res.pgvector_build_seconds = hnsw_build_seconds(db, service)
+            console.log(f"pgvector hnsw built in {res.pgvector_build_seconds:.1f} s")
 
-        index = load_current(db.engine, service)
-        assert index is not None
-        with console.status("search: ours vs pgvector exact"):
-            search_rows, truth = bench_search(db, service, index, queries, args.k, runs=args.runs)
-        rows += search_rows
-        batched = next(r for r in search_rows if r.key == "search_batched_vs_single")
-        extra["search_batched_qps"], extra["search_single_qps"] = batched.ours, batched.reference
+        with connect(db) as raw:
+            pg_hnsw = PgvectorSearch(raw, service, hnsw=True) if args.hnsw else None
+            exact = PgvectorSearch(raw, service, hnsw=False) if args.exact else None
+            for checked in (pg_hnsw, exact):
+                if checked is not None:
+                    checked.check_plans(queries[0], args.k)
+            with console.status("search: sweeping nprobe / efSearch / hnsw.ef_search to the target recall"):
+                candidates = tuned_candidates(db.engine, service, indexes, pg_hnsw, queries, truth, args.k)
+            console.log("tuned: " + ", ".join(f"{c.index} {c.knob}={c.value}" for c in candidates if c.knob))
+            with console.status("search: QPS, 1 client and batched, interleaved"):
+                res.search = bench_search(candidates, exact, queries, truth, args.k, runs=args.runs)
+            res.flat_one_thread_qps = one_thread_qps(candidates[0], queries, args.k, runs=args.runs)
         console.log("search done")
-        if args.hnsw:
-            with console.status(f"build: ours, FAISS {FAISS_HNSW} (once)"):
-                faiss_seconds = faiss_hnsw_build_seconds(db, service, args.n)
-            rows.append(
-                Row(
-                    f"build: ours (FAISS {FAISS_HNSW}) vs pgvector HNSW, 1 run each",
-                    faiss_seconds,
-                    hnsw_seconds,
-                    "s",
-                    "< 1",
-                    "build_hnsw_vs_pgvector_hnsw",
+        hnsw_row = res.search_row(hnsw_type)
+        ef = hnsw_row.value if hnsw_row else None
+
+        if args.rebuild:
+            with console.status(f"rebuild of {hnsw_type} under {args.clients} search clients"):
+                res.rebuild = bench_rebuild(
+                    db,
+                    service,
+                    queries,
+                    args.k,
+                    index_type=hnsw_type,
+                    options=SearchOptions(ef_search=ef),
+                    clients=args.clients,
+                    before_seconds=args.rebuild_before,
                 )
-            )
-            hnsw_index = load_current(db.engine, service)
-            assert hnsw_index is not None
-            with console.status("search: ours and pgvector HNSW, tuning ef_search"):
-                hnsw_rows = bench_hnsw_search(db, service, index, hnsw_index, queries, args.k, truth, runs=args.runs)
-            rows += hnsw_rows
-            recalls = next(r for r in hnsw_rows if r.key == "hnsw_recall_ours_vs_pgvector")
-            extra["faiss_hnsw_recall"], extra["pgvector_hnsw_recall"] = recalls.ours, recalls.reference
-            console.log("HNSW search done")
+            console.log(f"rebuild done, {res.rebuild.errors} search errors")
 
         if args.ingest:
             with console.status(f"ingest: {args.images} JPEGs through {args.model}"):
-                rows += bench_ingest(
+                res.extra_rows += bench_ingest(
                     db, Path(tmp) / "photos", args.images, model=args.model, runs=args.runs, seed=args.seed
                 )
             console.log("ingest done")
-    return rows, extra
-
-
-def fmt(value: float) -> str:
-    if math.isnan(value):
-        return "-"
-    return f"{value:.3g}" if abs(value) < 1000 else f"{value:,.0f}"
-
-
-def print_table(rows: Sequence[Row], args: argparse.Namespace) -> None:
-    table = Table(
-        title="simsearch bench: ratio = ours / reference, both measured in this run",
-        caption=f"median of {args.runs} runs (build: {2 * args.runs + 1}) after a warm-up, ours and the "
-        "reference timed in alternation; 'aim' is the design target for the ratio",
-    )
-    table.add_column("measure")
-    for name in ("ours", "reference"):
-        table.add_column(name, justify="right")
-    table.add_column("unit")
-    table.add_column("ratio", justify="right", style="bold")
-    table.add_column("aim")
-    table.add_column("key (JSON)")
-    for row in rows:
-        table.add_row(row.measure, fmt(row.ours), fmt(row.reference), row.unit, fmt(row.ratio), row.aim, row.key or "")
-    out.print(table)
+    for row in res.search:
+        if row.system == "ours" and row.index == hnsw_type:
+            extra["faiss_hnsw_recall"] = row.recall
+        elif row.system == "pgvector" and row.knob:
+            extra["pgvector_hnsw_recall"] = row.recall
+        if row.index == "Flat":
+            extra["search_batched_qps"], extra["search_single_qps"] = row.batched_qps, row.single_qps
+    return res, extra
 
 
 def main(argv: Sequence[str] | None = None) -> None:
     args = parse_args(argv)
     started = time.perf_counter()
     out.print(
-        f"sizes: {args.n} vectors x {args.dim} dims ({args.clusters}-component Gaussian mixture, "
-        f"seed {args.seed}), {args.queries} queries, k={args.k}, runs={args.runs}, "
-        f"HNSW rows: {'yes' if args.hnsw else 'no'}"
+        f"sizes: {args.n} vectors x {args.dim} dims ({args.clusters}-component Gaussian mixture, seed {args.seed}), "
+        f"{args.queries} queries, k={args.k}, runs={args.runs}; FAISS: Flat, IVF{args.nlist},SQ8, HNSW{args.hnsw_m}; "
+        f"pgvector hnsw: {'yes' if args.hnsw else 'no'}, exact: {'yes' if args.exact else 'no'}; "
+        f"FAISS threads: {faiss.omp_get_max_threads()}"
     )
     if args.ingest:
         out.print(f"ingest: {args.images} JPEGs, {args.model} (weights none), 224 px, batch 32")
-    rows, extra = run(args)
+    res, extra = run(args)
     wall = time.perf_counter() - started
-    print_table(rows, args)
+    rows: list[Row] = print_all(res)
     out.print(f"wall time {wall:.0f} s")
     if args.json:
-        numbers = {row.key: row.ratio for row in rows if row.key}
-        numbers |= extra
-        numbers |= {
-            "n": args.n,
-            "dim": args.dim,
-            "k": args.k,
-            "queries": args.queries,
-            "images": args.images,
-            "wall_s": wall,
-        }
+        numbers = json_numbers(res, rows, extra)
+        numbers |= {"n": args.n, "dim": args.dim, "k": args.k, "queries": args.queries, "wall_s": wall}
         args.json.write_text(json.dumps(numbers, indent=2) + "\n")
         console.log(f"wrote {args.json}")
 

@@ -1,30 +1,38 @@
-"""Build: our index build from Postgres against a bare binary COPY of the same vectors (and pgvector's HNSW)."""
+"""Build: our index builds from Postgres (`build_generation`) against a bare binary COPY of the same vectors
+(the floor of any build from Postgres) and against pgvector's `CREATE INDEX ... USING hnsw`."""
 
 from __future__ import annotations
 
 import statistics
-import time
+from dataclasses import dataclass
 
 import psycopg
 
-from bench import Row, paired_median_seconds
+from bench import paired_median_seconds
 from bench.data import Database
+from bench.rss import ChildBuild, build_in_fresh_process
 from simsearch.index import build_generation
 from simsearch.store import ServiceRecord
 from simsearch.store.read import copy_vectors
 
 COPY_QUERY = "SELECT id, vector FROM embedding WHERE service_id = %s ORDER BY id"
-FAISS_HNSW = "HNSW32"  # FAISS's HNSW with M=32 (efConstruction 40), against pgvector's m=16, ef_construction=64
 
 
-def bench_build(db: Database, service: ServiceRecord, count: int, *, runs: int) -> tuple[list[Row], float]:
-    """Rows for our build (a new Flat generation: read, add, write, record) against the floor of any build,
-    one bare binary COPY of the same vectors into one numpy buffer. Also returns our median seconds."""
-    index_dir = db.folder / "indexes"
+@dataclass(frozen=True, slots=True)
+class FlatVsCopy:
+    seconds: float  # median build_generation(Flat)
+    copy_seconds: float  # median bare binary COPY into one numpy buffer
+    phases: dict[str, float]  # median seconds per phase of the build (read_s, train_add_s, write_s)
+    runs: int
+
+
+def flat_vs_copy(db: Database, service: ServiceRecord, count: int, *, runs: int) -> FlatVsCopy:
+    """Our cheapest build (a new Flat generation: read, add, write, record) against one bare binary COPY of
+    the same vectors into one numpy buffer, timed in alternation."""
     timings: list[dict[str, float]] = []
 
     def build() -> None:
-        record = build_generation(db.engine, service, index_dir)
+        record = build_generation(db.engine, service, db.folder / "indexes", index_type="Flat")
         assert record.vector_count == count
         timings.append(record.timings)
 
@@ -36,45 +44,19 @@ def bench_build(db: Database, service: ServiceRecord, count: int, *, runs: int) 
 
         ours, reference = paired_median_seconds(build, bare_copy, runs=runs)
     phases = {name: statistics.median(t[name] for t in timings[-runs:]) for name in timings[-1]}  # timed runs
-    rows = [
-        Row("build Flat from Postgres vs bare binary COPY", ours, reference, "s", "<= 1.3", "build_vs_copy"),
-        Row("  phase: read (COPY inside the build)", phases["read_s"], reference, "s"),
-        Row("  phase: add to FAISS", phases["train_add_s"], reference, "s"),
-        Row("  phase: write index file (+fsync)", phases["write_s"], reference, "s"),
-    ]
-    return rows, ours
+    return FlatVsCopy(seconds=ours, copy_seconds=reference, phases=phases, runs=runs)
 
 
-def hnsw_index_name(service: ServiceRecord) -> str:
-    return f"bench_hnsw_{service.id}"
+@dataclass(frozen=True, slots=True)
+class BuildRow:
+    index_type: str
+    seconds: float  # our build from Postgres (Flat: the median of FlatVsCopy; others: the fresh-process build)
+    runs: int  # timed builds behind `seconds`
+    child: ChildBuild  # the build in a fresh process (its peak RSS)
 
 
-def hnsw_build_seconds(db: Database, service: ServiceRecord, *, m: int = 16, ef_construction: int = 64) -> float:
-    """Build pgvector's HNSW over the service's vectors (pgvector's defaults m=16, ef_construction=64) and
-    time it once, as a user would run it. The embedding column is an untyped `vector`, so the index is a
-    partial expression index on `vector::vector(dim)`. It stays for the search bench."""
-    name = hnsw_index_name(service)
-    with psycopg.connect(db.url, autocommit=True) as raw:
-        raw.execute("SET maintenance_work_mem = '2GB'")  # the whole graph in memory, as pgvector advises
-        raw.execute(f"DROP INDEX IF EXISTS {name}")
-        started = time.perf_counter()
-        raw.execute(
-            f"CREATE INDEX {name} ON embedding USING hnsw ((vector::vector({service.dim})) vector_l2_ops) "
-            f"WITH (m = {m}, ef_construction = {ef_construction}) WHERE service_id = {service.id}"
-        )
-        seconds = time.perf_counter() - started
-        raw.execute("ANALYZE embedding")
-    return seconds
-
-
-def faiss_hnsw_build_seconds(
-    db: Database, service: ServiceRecord, count: int, *, index_type: str = FAISS_HNSW
-) -> float:
-    """Our build with a FAISS HNSW index instead of Flat (a new generation, made current), timed once as
-    pgvector's is."""
-    started = time.perf_counter()
-    record = build_generation(db.engine, service, db.folder / "indexes", index_type=index_type)
-    seconds = time.perf_counter() - started
-    assert record.vector_count == count
-    assert record.index_type == index_type
-    return seconds
+def fresh_build(db: Database, service: ServiceRecord, index_type: str, count: int) -> ChildBuild:
+    """One build of `index_type` in a fresh process (timed, and its peak RSS), made the current generation."""
+    child = build_in_fresh_process(db, service, db.folder / "indexes", index_type)
+    assert child.vector_count == count, child
+    return child

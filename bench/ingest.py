@@ -39,6 +39,13 @@ def write_photos(folder: Path, count: int, *, seed: int) -> list[Path]:
     return paths
 
 
+def _read(path: Path) -> np.ndarray:
+    image = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    if image is None:
+        raise OSError(f"could not read {path}")
+    return np.asarray(image)
+
+
 def bench_ingest(db: Database, folder: Path, count: int, *, model: str, runs: int, seed: int) -> list[Row]:
     """Rows for `simsearch.ingest.ingest` over a folder of JPEGs against `extractor.forward` alone on the
     same batches (decoded and preprocessed beforehand, untimed)."""
@@ -56,7 +63,7 @@ def bench_ingest(db: Database, folder: Path, count: int, *, model: str, runs: in
         )
         assert report.indexed == count, report
 
-    rgb = [cv2.cvtColor(cv2.imread(str(p), cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB) for p in paths]
+    rgb = [cv2.cvtColor(_read(p), cv2.COLOR_BGR2RGB) for p in paths]
     batches = [extractor.preprocess(rgb[i : i + BATCH]) for i in range(0, count, BATCH)]
 
     def forward() -> None:

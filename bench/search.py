@@ -1,199 +1,232 @@
-"""Search: our end-to-end search (FAISS kNN + the SQL join to image metadata) against pgvector in the same
-Postgres, exact (a sequential scan) and, optionally, through its HNSW index at a recall of at least 0.95."""
+"""Search: recall@k against exact ground truth (faiss.knn over the stored vectors) and QPS, one query per
+call and all queries in one call, END TO END for every system: ours (`search_vectors`: index kNN + exact
+tail + the SQL join to image metadata) with Flat, IVF,SQ8 and HNSW, and pgvector exact and through its
+HNSW index, in the same Postgres. Approximate settings (nprobe, efSearch, hnsw.ef_search) are swept to the
+smallest that reaches TARGET_RECALL, so the QPS are compared at (about) equal recall."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Protocol
 
 import faiss
 import numpy as np
-import psycopg
-from pgvector.psycopg import register_vector
+from sqlalchemy import Engine
 
-from bench import Row, median_seconds, paired_median_seconds
-from bench.build import hnsw_index_name
-from bench.data import Database
+from bench import interleaved_medians, median_seconds
+from bench.pgvector import HNSW_EF_CONSTRUCTION, HNSW_M, PgvectorSearch
+from simsearch import store
 from simsearch.index import LoadedIndex
-from simsearch.search import search_vectors
+from simsearch.search import SearchOptions, search_vectors
 from simsearch.store import ServiceRecord
 
-EF_SEARCH = (10, 20, 40, 80, 160, 320, 640, 1000)  # tried in order; 1000 is pgvector's maximum
 TARGET_RECALL = 0.95
-
-# The same columns our join returns (simsearch_join_hits), nearest first.
-_COLUMNS = "e.id, {dist} AS dist, i.id, e.roi_id, i.uri, i.width, i.height, i.sha256, i.metadata"
-
-
-def exact_sql(service: ServiceRecord) -> str:
-    dist = "e.vector <-> %(q)s"
-    return (
-        f"SELECT {_COLUMNS.format(dist=dist)} FROM embedding e JOIN image i ON i.id = e.image_id "
-        f"WHERE e.service_id = %(sid)s ORDER BY {dist} LIMIT %(k)s"
-    )
+# Tried in order, the first reaching TARGET_RECALL is kept (steps of about 1.5x).
+FAISS_EF_SEARCH = (16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512, 768, 1024)
+PGVECTOR_EF_SEARCH = (10, 16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512, 768, 1000)  # 1000: pgvector's max
+PGVECTOR_HNSW = f"pgvector hnsw m={HNSW_M} ef_construction={HNSW_EF_CONSTRUCTION}"
+PGVECTOR_EXACT = "pgvector exact (no index)"
 
 
-def hnsw_sql(service: ServiceRecord) -> str:
-    # The service id is inlined so that the planner matches the partial index in every plan, generic ones too.
-    dist = f"e.vector::vector({service.dim}) <-> %(q)s"
-    return (
-        f"SELECT {_COLUMNS.format(dist=dist)} FROM embedding e JOIN image i ON i.id = e.image_id "
-        f"WHERE e.service_id = {int(service.id)} ORDER BY {dist} LIMIT %(k)s"
-    )
+def nprobe_sweep(nlist: int) -> list[int]:
+    """1, 2, 3, 4, 6, 8, 12, ... up to nlist (included)."""
+    steps = sorted({v for p in range(32) for v in (1 << p, 3 << p >> 1) if 1 <= v < nlist})
+    return [*steps, nlist]
 
 
-def pgvector_image_ids(
-    raw: psycopg.Connection, sql: str, service: ServiceRecord, queries: np.ndarray, k: int
-) -> list[list[int]]:
-    """One query at a time, as a client of pgvector would send them; the image ids found per query."""
-    found = []
-    with raw.cursor() as cur:
-        for q in queries:
-            rows = cur.execute(sql, {"q": q, "sid": service.id, "k": k}).fetchall()
-            found.append([row[2] for row in rows])
-    return found
+def ivf_nlist(n: int) -> int:
+    """About 4 sqrt(n) lists (FAISS's rule of thumb), so at least 39 training points per list."""
+    return max(1, min(round(4 * math.sqrt(n)), n // 39))
 
 
-def our_image_ids(
-    db: Database, service: ServiceRecord, index: LoadedIndex, queries: np.ndarray, k: int
-) -> list[list[int]]:
-    """One query vector per call, end to end."""
-    return [[hit.image_id for hit in search_vectors(db.engine, service, index, q[None, :], k)[0]] for q in queries]
+class Searcher(Protocol):
+    def single(self, queries: np.ndarray, k: int) -> list[list[int]]: ...  # one query per call
+    def batched(self, queries: np.ndarray, k: int) -> list[list[int]]: ...  # all queries in one call
 
 
-def recall(found: Sequence[Sequence[int]], truth: Sequence[Sequence[int]], k: int) -> float:
+@dataclass(frozen=True, slots=True)
+class Ours:
+    """Our end-to-end search with one loaded generation and per-call options; embedding ids per query."""
+
+    engine: Engine
+    service: ServiceRecord
+    index: LoadedIndex
+    options: SearchOptions
+
+    def single(self, queries: np.ndarray, k: int) -> list[list[int]]:
+        return [
+            [
+                hit.embedding_id
+                for hit in search_vectors(self.engine, self.service, self.index, q[None, :], k, self.options)[0]
+            ]
+            for q in queries
+        ]
+
+    def batched(self, queries: np.ndarray, k: int) -> list[list[int]]:
+        hits = search_vectors(self.engine, self.service, self.index, queries, k, self.options)
+        return [[hit.embedding_id for hit in per_query] for per_query in hits]
+
+
+@dataclass(frozen=True, slots=True)
+class Pgvector:
+    """pgvector's search (exact, or HNSW at one ef_search), the same interface."""
+
+    search: PgvectorSearch
+    ef_search: int | None = None
+
+    def single(self, queries: np.ndarray, k: int) -> list[list[int]]:
+        return self.search.one_per_call(queries, k, self.ef_search)
+
+    def batched(self, queries: np.ndarray, k: int) -> list[list[int]]:
+        return self.search.all_in_one(queries, k, self.ef_search)
+
+
+@dataclass(frozen=True, slots=True)
+class SearchRow:
+    system: str  # "ours" or "pgvector"
+    index: str  # FAISS index_factory string, or the pgvector method
+    knob: str  # the swept setting ("nprobe", "efSearch", "hnsw.ef_search"), or "" when there is none
+    value: int | None  # its chosen value
+    recall: float  # recall@k against the exact truth, one query per call
+    single_qps: float  # one client, one query per call
+    batched_qps: float  # all queries in one call
+
+    @property
+    def setting(self) -> str:
+        return f"{self.knob}={self.value}" if self.knob else "-"
+
+    @property
+    def name(self) -> str:
+        return f"{self.system} {self.index}"
+
+
+def exact_truth(engine: Engine, service: ServiceRecord, queries: np.ndarray, k: int) -> np.ndarray:
+    """(nq, k) embedding ids of the true k nearest (squared L2), by faiss.knn over the vectors read back
+    from Postgres: exactly what every system searches."""
+    with engine.connect() as conn:
+        stored = store.read_service_vectors(conn, service.id, service.dim)
+    _, positions = faiss.knn(np.ascontiguousarray(queries, dtype=np.float32), stored.vectors, k)
+    return stored.ids[positions]
+
+
+def recall(found: Sequence[Sequence[int]], truth: np.ndarray, k: int) -> float:
     """Mean fraction of the true k nearest that were found (recall@k)."""
-    return float(np.mean([len(set(f[:k]) & set(t[:k])) / k for f, t in zip(found, truth, strict=True)]))
+    return float(np.mean([len(set(f[:k]) & set(t[:k].tolist())) / k for f, t in zip(found, truth, strict=True)]))
+
+
+def tune(
+    make: Callable[[int], Searcher], values: Sequence[int], queries: np.ndarray, truth: np.ndarray, k: int
+) -> tuple[int, Searcher]:
+    """The first value whose recall@k (all queries in one call) reaches TARGET_RECALL, else the best one."""
+    best: tuple[float, int] | None = None
+    for value in values:
+        r = recall(make(value).batched(queries, k), truth, k)
+        if r >= TARGET_RECALL:
+            return value, make(value)
+        if best is None or r > best[0]:
+            best = (r, value)
+    assert best is not None
+    return best[1], make(best[1])
+
+
+def _sweep(loaded: LoadedIndex, index_type: str) -> tuple[str, Sequence[int]]:
+    """The knob to tune for an index, and the values to try: IVF nprobe, HNSW efSearch, or none."""
+    try:
+        return "nprobe", nprobe_sweep(int(faiss.extract_index_ivf(loaded.index).nlist))
+    except RuntimeError:  # not an IVF index
+        return ("efSearch", FAISS_EF_SEARCH) if "HNSW" in index_type else ("", ())
+
+
+@dataclass(frozen=True, slots=True)
+class Candidate:
+    system: str
+    index: str
+    knob: str
+    value: int | None
+    searcher: Searcher
+
+
+def tuned_candidates(
+    engine: Engine,
+    service: ServiceRecord,
+    indexes: dict[str, LoadedIndex],
+    pg_hnsw: PgvectorSearch | None,
+    queries: np.ndarray,
+    truth: np.ndarray,
+    k: int,
+) -> list[Candidate]:
+    """Ours for each loaded index (IVF: nprobe swept, HNSW: efSearch swept), then pgvector HNSW (ef_search
+    swept), each at the smallest setting reaching TARGET_RECALL."""
+    out = []
+    for index_type, loaded in indexes.items():
+        knob, values = _sweep(loaded, index_type)
+        if not knob:
+            out.append(Candidate("ours", index_type, "", None, Ours(engine, service, loaded, SearchOptions())))
+            continue
+
+        def make(value: int, loaded: LoadedIndex = loaded, knob: str = knob) -> Searcher:
+            options = SearchOptions(nprobe=value) if knob == "nprobe" else SearchOptions(ef_search=value)
+            return Ours(engine, service, loaded, options)
+
+        value, searcher = tune(make, values, queries, truth, k)
+        out.append(Candidate("ours", index_type, knob, value, searcher))
+    if pg_hnsw is not None:
+        hnsw = pg_hnsw
+
+        def make_pg(value: int) -> Searcher:
+            return Pgvector(hnsw, value)
+
+        value, searcher = tune(make_pg, PGVECTOR_EF_SEARCH, queries, truth, k)
+        out.append(Candidate("pgvector", PGVECTOR_HNSW, "hnsw.ef_search", value, searcher))
+    return out
 
 
 def bench_search(
-    db: Database, service: ServiceRecord, index: LoadedIndex, queries: np.ndarray, k: int, *, runs: int
-) -> tuple[list[Row], list[list[int]]]:
-    """Rows for ours against pgvector's exact search, one query per call each; also returns the exact
-    answers (image ids per query), the truth for the HNSW rows."""
+    candidates: Sequence[Candidate],
+    exact: PgvectorSearch | None,
+    queries: np.ndarray,
+    truth: np.ndarray,
+    k: int,
+    *,
+    runs: int,
+) -> list[SearchRow]:
+    """Recall (one query per call, also the warm-up) and QPS of every candidate, timed in interleaved
+    rounds (median of `runs`); pgvector exact, a sequential scan per query, is timed once after its
+    recall pass."""
     nq = len(queries)
-    with psycopg.connect(db.url, autocommit=True) as raw:
-        register_vector(raw)
-        exact = exact_sql(service)
-        truth = pgvector_image_ids(raw, exact, service, queries, k)  # also a warm-up
-        ours = our_image_ids(db, service, index, queries, k)  # also a warm-up
-        our_seconds, ref_seconds = paired_median_seconds(
-            lambda: our_image_ids(db, service, index, queries, k),
-            lambda: pgvector_image_ids(raw, exact, service, queries, k),
-            warmup=0,
-            runs=runs,
-        )
-    batched = median_seconds(lambda: search_vectors(db.engine, service, index, queries, k), runs=runs)
-    one_thread = _one_faiss_thread_seconds(db, service, index, queries, k, runs=runs)
-    return [
-        Row(
-            f"search QPS, 1 query/call: ours (Flat + join) vs pgvector exact, k={k}",
-            nq / our_seconds,
-            nq / ref_seconds,
-            "q/s",
-            "> 1",
-            "search_vs_pgvector_exact",
-        ),
-        Row(f"recall@{k}: ours vs pgvector exact", recall(ours, truth, k), 1.0, "", "1.0 (Flat)", "recall_vs_exact"),
-        Row(
-            f"search QPS, ours: {nq} queries/call vs 1 query/call",
-            nq / batched,
-            nq / our_seconds,
-            "q/s",
-            "",
-            "search_batched_vs_single",
-        ),
-        Row(
-            "search QPS, ours, 1 query/call: FAISS on 1 OpenMP thread vs as shipped",
-            nq / one_thread,
-            nq / our_seconds,
-            "q/s",
-            "~1 (diagnostic)",
-            "search_1thread_vs_default",
-        ),
-    ], truth
+    recalls = {i: recall(c.searcher.single(queries, k), truth, k) for i, c in enumerate(candidates)}
+    single = interleaved_medians(
+        {str(i): _bind(c.searcher.single, queries, k) for i, c in enumerate(candidates)}, runs=runs
+    )
+    batched = interleaved_medians(
+        {str(i): _bind(c.searcher.batched, queries, k) for i, c in enumerate(candidates)}, runs=runs
+    )
+    rows = [
+        SearchRow(c.system, c.index, c.knob, c.value, recalls[i], nq / single[str(i)], nq / batched[str(i)])
+        for i, c in enumerate(candidates)
+    ]
+    if exact is not None:
+        seq = Pgvector(exact)
+        exact_recall = recall(seq.single(queries, k), truth, k)
+        single_s = median_seconds(_bind(seq.single, queries, k), warmup=0, runs=1)
+        batched_s = median_seconds(_bind(seq.batched, queries, k), warmup=0, runs=1)
+        rows.append(SearchRow("pgvector", PGVECTOR_EXACT, "", None, exact_recall, nq / single_s, nq / batched_s))
+    return rows
 
 
-def _one_faiss_thread_seconds(
-    db: Database, service: ServiceRecord, index: LoadedIndex, queries: np.ndarray, k: int, *, runs: int
-) -> float:
-    """Diagnostic: our single-query loop with FAISS limited to one OpenMP thread. With torch imported before
-    faiss (as simsearch does), one-query FAISS searches on all threads can be many times slower."""
+def _bind(fn: Callable[[np.ndarray, int], object], queries: np.ndarray, k: int) -> Callable[[], object]:
+    return lambda: fn(queries, k)
+
+
+def one_thread_qps(candidate: Candidate, queries: np.ndarray, k: int, *, runs: int) -> float:
+    """Diagnostic: a candidate's one-query-per-call QPS with FAISS on one OpenMP thread. With torch
+    imported before faiss (as simsearch.search does), one-query FAISS searches on all threads can be
+    many times slower."""
     threads = faiss.omp_get_max_threads()
     faiss.omp_set_num_threads(1)
     try:
-        return median_seconds(lambda: our_image_ids(db, service, index, queries, k), runs=runs)
+        return len(queries) / median_seconds(_bind(candidate.searcher.single, queries, k), runs=runs)
     finally:
         faiss.omp_set_num_threads(threads)
-
-
-def bench_hnsw_search(
-    db: Database,
-    service: ServiceRecord,
-    flat: LoadedIndex,
-    hnsw: LoadedIndex,
-    queries: np.ndarray,
-    k: int,
-    truth: Sequence[Sequence[int]],
-    *,
-    runs: int,
-) -> list[Row]:
-    """pgvector's HNSW index (built by `bench.build.hnsw_build_seconds`) at the smallest ef_search whose
-    recall@k reaches TARGET_RECALL, against ours, one query per call each: with the Flat index (exact), and
-    with a FAISS HNSW generation whose efSearch is tuned the same way (the same data and recall).
-
-    simsearch has no efSearch setting yet, so it is set on the loaded index with faiss's ParameterSpace."""
-    nq = len(queries)
-    sql = hnsw_sql(service)
-    for ef_ours in EF_SEARCH:
-        faiss.ParameterSpace().set_index_parameter(hnsw.index, "efSearch", ef_ours)
-        ours_recall = recall(our_image_ids(db, service, hnsw, queries, k), truth, k)  # also a warm-up
-        if ours_recall >= TARGET_RECALL:
-            break
-    with psycopg.connect(db.url, autocommit=True) as raw:
-        register_vector(raw)
-        plan = "\n".join(str(r[0]) for r in raw.execute("EXPLAIN " + sql, {"q": queries[0], "k": k}))
-        if hnsw_index_name(service) not in plan:
-            raise RuntimeError(f"pgvector does not use the HNSW index for the bench query:\n{plan}")
-        for ef in EF_SEARCH:
-            raw.execute(f"SET hnsw.ef_search = {ef}")
-            pg_recall = recall(pgvector_image_ids(raw, sql, service, queries, k), truth, k)  # also a warm-up
-            if pg_recall >= TARGET_RECALL:
-                break
-
-        def pgvector_hnsw() -> None:
-            pgvector_image_ids(raw, sql, service, queries, k)
-
-        flat_seconds, pg_flat_seconds = paired_median_seconds(
-            lambda: our_image_ids(db, service, flat, queries, k), pgvector_hnsw, warmup=0, runs=runs
-        )
-        hnsw_seconds, pg_seconds = paired_median_seconds(
-            lambda: our_image_ids(db, service, hnsw, queries, k), pgvector_hnsw, warmup=0, runs=runs
-        )
-    pg = f"pgvector HNSW ef_search={ef}"
-    ours = f"FAISS {hnsw.build.index_type} efSearch={ef_ours}"
-    return [
-        Row(
-            f"search QPS, 1 query/call: ours ({ours}) vs {pg}",
-            nq / hnsw_seconds,
-            nq / pg_seconds,
-            "q/s",
-            "> 1",
-            "search_vs_pgvector_hnsw",
-        ),
-        Row(
-            f"  recall@{k} vs exact: ours ({ours}) vs {pg}",
-            ours_recall,
-            pg_recall,
-            "",
-            f"both >= {TARGET_RECALL}",
-            "hnsw_recall_ours_vs_pgvector",
-        ),
-        Row(
-            f"search QPS, 1 query/call: ours (Flat, exact) vs {pg}",
-            nq / flat_seconds,
-            nq / pg_flat_seconds,
-            "q/s",
-            "",
-            "search_flat_vs_pgvector_hnsw",
-        ),
-    ]

@@ -69,6 +69,13 @@ def search_vectors(
     again for more when that left fewer than k.
     """
     options = options or SearchOptions()
+    # the service's own search depth (its index settings) unless this call sets one
+    configured = service.index_settings
+    options = replace(
+        options,
+        nprobe=options.nprobe or configured.get("nprobe"),
+        ef_search=options.ef_search or configured.get("ef_search"),
+    )
     if k < 1:
         raise BadInput("k", f"must be at least 1, got {k}")
     if queries.ndim != 2 or queries.shape[1] != service.dim:

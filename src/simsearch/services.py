@@ -96,7 +96,9 @@ def create_service(
         metric="cosine" if metric == "cosine" else "l2",
     )
     extractor = _cached_extractor(spec)
-    faiss_index.new_index(extractor.dim, metric, settings.index_type)  # a bad index string is refused now
+    empty = faiss_index.new_index(extractor.dim, metric, settings.index_type)  # a bad index string is refused now
+    if settings.ondisk:
+        faiss_index.check_ondisk(empty, settings.index_type)
     index_values = settings.to_dict() | ({"repository": str(repository)} if repository else {})
     given = params or {
         "model": model,

@@ -137,10 +137,13 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
         own = engine is None
         eng = engine if engine is not None else open_engine(settings)
-        app.state.core = Core(engine=eng, settings=settings, indexes=IndexCache(eng))
+        indexes = IndexCache(eng)
+        indexes.listen()  # new generations built by any process are loaded here as they commit
+        app.state.core = Core(engine=eng, settings=settings, indexes=indexes)
         try:
             yield
         finally:
+            indexes.close()
             if own:
                 eng.dispose()
 

@@ -230,7 +230,7 @@ def _create(core: Core, name: str, body: _JSON) -> Response[_JSON]:
     if folder is not None:  # made only once the service exists: a refused one leaves no folder behind
         folder.mkdir(parents=True, exist_ok=True)
     warnings = [_RANDOM_WEIGHTS] if record.weights == "none" else []
-    warnings += _gpu_warnings(settings.gpu, settings.ondisk)
+    warnings += _gpu_warnings(settings.gpu)
     return _ok({"warning": _warning(warnings)}, status=201, msg="Created")
 
 
@@ -248,15 +248,13 @@ def _repository(core: Core, repository: str | None) -> Path | None:
     return path
 
 
-def _gpu_warnings(gpu: bool, ondisk: bool) -> list[str]:
+def _gpu_warnings(gpu: bool) -> list[str]:
     warnings = []
     if gpu:
         has_gpu = getattr(faiss, "get_num_gpus", lambda: 0)() > 0
         reason = "GPU indexes arrive with the index engine" if has_gpu else "no GPU (or no faiss GPU support) here"
         # no "; " inside a warning: it is the separator between warnings in head.warning
         warnings.append(f"index_gpu: {reason}, so the index is built and searched on the CPU")
-    if ondisk:
-        warnings.append("ondisk: not supported yet; the index is held in memory")
     return warnings
 
 
@@ -371,7 +369,7 @@ def _parse_predict(core: Core, body: _JSON) -> _Predict:
     changes = {k: output[k] for k in INDEX_KEYS if k in given and k not in ("nprobe", "ef_search")}
     if (request.index or request.build) and changes:
         request.index_values = _index_values(service, changes)
-    request.warnings += _gpu_warnings(settings.gpu, settings.ondisk)
+    request.warnings += _gpu_warnings(settings.gpu)
     if service.weights == "none":
         request.warnings.append(_RANDOM_WEIGHTS)
     if not data and not (request.build and not request.index and not request.search):
@@ -385,7 +383,9 @@ def _index_values(service: ServiceRecord, changes: _JSON) -> _JSON:
     """Index keys on an index/build call, checked now; they become the service's settings (as on
     DeepDetect's first `index`) only when the call succeeds."""
     merged = index_settings(changes, base=stored_settings(service.index_settings))
-    faiss_index.new_index(service.dim, service.metric, merged.index_type)
+    empty = faiss_index.new_index(service.dim, service.metric, merged.index_type)
+    if merged.ondisk:
+        faiss_index.check_ondisk(empty, merged.index_type)
     return service.index_settings | merged.to_dict()
 
 
@@ -436,6 +436,7 @@ def _predict(core: Core, body: _JSON, request: Request[Any, Any, Any]) -> Respon
     # (a new extract_layer was recorded by ingest, in the transaction of the first vectors)
     if call.build:
         build_generation(core.engine, service, core.settings.index_dir)
+        core.indexes.invalidate(service.id)  # this call's own search sees the new generation
     if call.index_values is not None:  # reached only when the index and build steps succeeded
         _set_index_settings(core, service.id, call.index_values)
     if call.search and predictions:

@@ -149,6 +149,7 @@ def _service_out(core: Core, service: ServiceRecord) -> ServiceOut:
             train_samples=settings.train_samples,
             nprobe=settings.nprobe,
             ef_search=settings.ef_search,
+            ondisk=settings.ondisk,
         ),
         created_at=service.created_at,
     )
@@ -315,6 +316,7 @@ class ServiceController(Controller):
                 "train_samples": data.train_samples,
                 "nprobe": data.nprobe,
                 "ef_search": data.ef_search,
+                "ondisk": data.ondisk,
             }
         )
         record = services.create_service(
@@ -478,7 +480,9 @@ class ServiceController(Controller):
         index_type = data.index_type if data is not None else None
         store.check_storable(index_type, "index_type")
         service = _service(core, name)
-        return _build_out(build_generation(core.engine, service, core.settings.index_dir, index_type=index_type))
+        build = build_generation(core.engine, service, core.settings.index_dir, index_type=index_type)
+        core.indexes.invalidate(service.id)  # the next search here sees it (other processes hear NOTIFY)
+        return _build_out(build)
 
     @get("/{name:str}/builds", operation_id="listBuilds", guards=[read_guard], sync_to_thread=True, responses=_READS)
     def list_builds(self, core: NamedDependency[Core], name: FromPath[str]) -> list[BuildOut]:

@@ -29,6 +29,7 @@ class ServiceCreate(msgspec.Struct, forbid_unknown_fields=True):
     train_samples: PositiveInt | None = None
     nprobe: PositiveInt | None = None
     ef_search: PositiveInt | None = None
+    ondisk: bool = False  # IVF only: inverted lists in a file beside the index, memory-mapped at search
     index_gpu: bool = False
     description: Annotated[str, msgspec.Meta(max_length=10_000)] = ""
 
@@ -42,6 +43,7 @@ class IndexInfo(msgspec.Struct):
     train_samples: int | None
     nprobe: int | None
     ef_search: int | None
+    ondisk: bool
 
 
 class ServiceOut(msgspec.Struct):

@@ -92,6 +92,29 @@ def build(
     return index
 
 
+def check_ondisk(index: faiss.Index, index_type: str) -> None:
+    try:
+        faiss.extract_index_ivf(index)
+    except RuntimeError as exc:
+        raise BadInput(
+            "ondisk", f"only IVF indexes keep their lists on disk; {index_type} is not one (e.g. IVF1024,SQ8 is)"
+        ) from exc
+
+
+def move_lists_to_disk(index: faiss.Index, ivfdata: Path) -> None:
+    """Move an IVF index's inverted lists into `ivfdata` (faiss contrib/ondisk.py's merge): the index file
+    then holds only the quantizer, and searches read the lists through a memory map."""
+    ivf = faiss.extract_index_ivf(index)
+    lists = faiss.OnDiskInvertedLists(ivf.nlist, ivf.code_size, str(ivfdata))
+    sources = faiss.InvertedListsPtrVector()  # type: ignore[attr-defined]  # missing from faiss's stubs
+    sources.push_back(ivf.invlists)
+    lists.merge_from_multiple(sources.data(), sources.size(), False)
+    ivf.replace_invlists(lists, True)
+    lists.this.disown()  # type: ignore[attr-defined]  # the index owns (and frees) them now
+    with ivfdata.open("rb") as fh:
+        os.fsync(fh.fileno())
+
+
 def save(index: faiss.Index, path: Path) -> None:
     """Write atomically: a reader never sees a half-written file."""
     tmp = path.with_suffix(path.suffix + ".tmp")
@@ -102,7 +125,8 @@ def save(index: faiss.Index, path: Path) -> None:
 
 
 def load(path: Path) -> faiss.Index:
-    return faiss.read_index(str(path))
+    # on-disk lists are found beside the index file, so a generation folder can be moved or restored
+    return faiss.read_index(str(path), faiss.IO_FLAG_ONDISK_SAME_DIR)
 
 
 def search_parameters(

@@ -24,6 +24,7 @@ from simsearch.index.settings import stored_settings
 from simsearch.store import BuildRecord, ServiceRecord
 
 INDEX_FILE = "index.faiss"
+LISTS_FILE = "index.ivfdata"  # an `ondisk` IVF index's inverted lists, memory-mapped at search
 _SAMPLE_SEED = 1234  # training samples are random but repeatable
 
 
@@ -53,14 +54,16 @@ def build_generation(
     """
     settings = stored_settings(service.index_settings)
     index_type = index_type or settings.index_type
-    faiss_index.new_index(service.dim, service.metric, index_type)  # refuse a bad string before any write
+    empty = faiss_index.new_index(service.dim, service.metric, index_type)  # refuse a bad string before any write
+    if settings.ondisk:
+        faiss_index.check_ondisk(empty, index_type)
     with engine.connect() as conn:
         if store.count_vectors(conn, service.id) == 0:  # refused before a build row is written
             raise _nothing_to_build(service)
     with engine.connect() as lock:
         store.lock_builds(lock, service.id)
         try:
-            return _build_locked(engine, service, index_dir, index_type, settings.train_samples)
+            return _build_locked(engine, service, index_dir, index_type, settings.train_samples, settings.ondisk)
         finally:
             store.unlock_builds(lock, service.id)
 
@@ -70,10 +73,18 @@ def _nothing_to_build(service: ServiceRecord) -> BadInput:
 
 
 def _build_locked(
-    engine: Engine, service: ServiceRecord, index_dir: Path, index_type: str, train_samples: int | None
+    engine: Engine,
+    service: ServiceRecord,
+    index_dir: Path,
+    index_type: str,
+    train_samples: int | None,
+    ondisk: bool,
 ) -> BuildRecord:
     with engine.begin() as conn:
-        build_id = store.start_build(conn, service.id, "faiss", index_type, {"metric": service.metric})
+        store.fail_interrupted_builds(conn, service.id)  # we hold the lock: any `building` row is orphaned
+        build_id = store.start_build(
+            conn, service.id, "faiss", index_type, {"metric": service.metric, "ondisk": ondisk}
+        )
     try:
         timings: dict[str, float] = {}
         started = time.perf_counter()
@@ -96,6 +107,8 @@ def _build_locked(
         folder = generation_dir(index_dir, service, build_id)
         folder.mkdir(parents=True, exist_ok=True)
         started = time.perf_counter()
+        if ondisk:
+            faiss_index.move_lists_to_disk(index, folder / LISTS_FILE)
         faiss_index.save(index, folder / INDEX_FILE)
         timings["write_s"] = time.perf_counter() - started
         with engine.begin() as conn:
@@ -148,35 +161,97 @@ def _load_file(service: ServiceRecord, build: BuildRecord) -> faiss.Index:
 
 
 class IndexCache:
-    """Each service's current generation, loaded once per process and swapped when a newer one is ready."""
+    """Each service's current generation, loaded once per process and swapped when a newer one is ready.
+
+    Without `listen()`, each lookup asks Postgres which generation is current (one indexed query).
+    After `listen()`, a thread hears every new generation as its build commits (LISTEN/NOTIFY), loads it
+    for the services this process serves and swaps it in, so lookups cost nothing; after a reconnect
+    (announcements may have been missed) lookups ask Postgres again, once per service.
+    """
 
     def __init__(self, engine: Engine) -> None:
         self._engine = engine
         self._loaded: dict[int, LoadedIndex] = {}
+        self._services: dict[int, ServiceRecord] = {}  # those this process has searched
+        self._known: set[int] = set()  # services whose current generation the announcements keep up to date
         self._lock = threading.Lock()
+        self._listening = threading.Event()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def listen(self) -> None:
+        """Start following the announcements (idempotent)."""
+        if self._thread is None:
+            self._thread = threading.Thread(
+                target=store.listen_generations,
+                args=(self._engine, self._stop, self._announced, self._connected),
+                name="simsearch-generations",
+                daemon=True,
+            )
+            self._thread.start()
+
+    def close(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+
+    def wait_listening(self, timeout: float) -> bool:
+        return self._listening.wait(timeout)
+
+    def _connected(self) -> None:
+        with self._lock:
+            self._known.clear()  # what was announced while nobody listened is unknown: ask Postgres
+        self._listening.set()
+
+    def _announced(self, service_id: int, build_id: int) -> None:
+        service = self._services.get(service_id)
+        loaded = self._loaded.get(service_id)
+        if service is None or (loaded is not None and loaded.build.id >= build_id):
+            return  # not served here (loaded on first use), or already current
+        with self._engine.connect() as conn:
+            build = store.current_build(conn, service_id)  # the announced one, or newer still
+        try:
+            fresh = LoadedIndex(build=build, index=_load_file(service, build)) if build and build.path else None
+        except Unavailable:
+            fresh = None
+        with self._lock:
+            if fresh is None:
+                self._known.discard(service_id)  # the next lookup asks Postgres (and reports the error)
+            elif service_id not in self._loaded or self._loaded[service_id].build.id < fresh.build.id:
+                self._loaded[service_id] = fresh
 
     def current(self, service: ServiceRecord) -> LoadedIndex | None:
+        if self._listening.is_set() and service.id in self._known:
+            return self._loaded.get(service.id)
+        self._services[service.id] = service  # before reading: an announcement from now on is acted on
         with self._engine.connect() as conn:
             build = store.current_build(conn, service.id)
         if build is None or build.path is None:
-            return None
-        loaded = self._loaded.get(service.id)
-        if loaded is not None and loaded.build.id >= build.id:
-            return loaded
-        with self._lock:  # one loader per process; searches meanwhile use what they already hold
-            loaded = self._loaded.get(service.id)
-            if loaded is None or loaded.build.id < build.id:
-                loaded = LoadedIndex(build=build, index=_load_file(service, build))
-                self._loaded[service.id] = loaded
-            return loaded
+            loaded = None
+        elif (held := self._loaded.get(service.id)) is not None and held.build.id >= build.id:
+            loaded = held
+        else:
+            with self._lock:  # one loader per process; searches meanwhile use what they already hold
+                held = self._loaded.get(service.id)
+                if held is None or held.build.id < build.id:
+                    held = LoadedIndex(build=build, index=_load_file(service, build))
+                    self._loaded[service.id] = held
+                loaded = held
+        if self._listening.is_set():
+            with self._lock:
+                self._known.add(service.id)
+        return loaded
 
-    def put(self, service: ServiceRecord, loaded: LoadedIndex) -> None:
+    def invalidate(self, service_id: int) -> None:
+        """Ask Postgres at the next lookup (this process just built: its own next search sees the build)."""
         with self._lock:
-            self._loaded[service.id] = loaded
+            self._known.discard(service_id)
 
     def forget(self, service_id: int) -> None:
         with self._lock:
             self._loaded.pop(service_id, None)
+            self._services.pop(service_id, None)
+            self._known.discard(service_id)
 
     def loaded(self) -> dict[int, int]:
         """service id -> generation loaded in this process (for health checks)."""

@@ -3,6 +3,7 @@
 from simsearch.store.builds import (
     current_build,
     fail_build,
+    fail_interrupted_builds,
     finish_build,
     list_builds,
     lock_builds,
@@ -12,6 +13,7 @@ from simsearch.store.builds import (
 from simsearch.store.db import embedded_postgres, make_engine, upgrade
 from simsearch.store.hits import join_hits
 from simsearch.store.images import get_image, image_vector, list_images, update_metadata
+from simsearch.store.notify import CHANNEL, announce_generation, listen_generations
 from simsearch.store.read import VectorSet, max_embedding_id, read_service_vectors
 from simsearch.store.records import BuildRecord, Hit, ImageRecord, NewImage, ServiceRecord
 from simsearch.store.services import (
@@ -31,12 +33,14 @@ from simsearch.store.values import check_storable
 from simsearch.store.write import delete_images, replace_image_vectors, upsert_images
 
 __all__ = [
+    "CHANNEL",
     "BuildRecord",
     "Hit",
     "ImageRecord",
     "NewImage",
     "ServiceRecord",
     "VectorSet",
+    "announce_generation",
     "check_storable",
     "count_vectors",
     "create_service",
@@ -46,6 +50,7 @@ __all__ = [
     "detach_service",
     "embedded_postgres",
     "fail_build",
+    "fail_interrupted_builds",
     "find_service",
     "finish_build",
     "get_image",
@@ -55,6 +60,7 @@ __all__ = [
     "list_builds",
     "list_images",
     "list_services",
+    "listen_generations",
     "lock_builds",
     "make_engine",
     "max_embedding_id",

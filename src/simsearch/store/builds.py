@@ -6,6 +6,7 @@ from typing import Any, cast
 
 from sqlalchemy import Connection, Table, insert, select, text, update
 
+from simsearch.store.notify import announce_generation
 from simsearch.store.records import BuildRecord
 from simsearch.store.tables import IndexBuild
 
@@ -56,6 +57,22 @@ def finish_build(
         .where(_build.c.service_id == service_id, _build.c.status == "ready", _build.c.id < build_id)
         .values(status="retired")
     )
+    announce_generation(conn, service_id, build_id)
+
+
+def fail_interrupted_builds(conn: Connection, service_id: int) -> int:
+    """Mark `building` rows failed: called under the build lock, so no live process is building them
+    (their builder died, e.g. SIGKILL or a machine crash). Returns how many there were."""
+    result = conn.execute(
+        update(_build)
+        .where(_build.c.service_id == service_id, _build.c.status == "building")
+        .values(
+            status="failed",
+            error="interrupted: the process building it stopped before it finished",
+            finished_at=text("now()"),
+        )
+    )
+    return int(result.rowcount)
 
 
 def fail_build(conn: Connection, build_id: int, error: str) -> None:

@@ -1,0 +1,57 @@
+"""Generation announcements over Postgres LISTEN/NOTIFY: every API process (and replica) learns that a
+service has a new ready index generation the moment the build commits."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+
+import psycopg
+from sqlalchemy import Connection, Engine, text
+
+CHANNEL = "simsearch_generation"
+
+
+def announce_generation(conn: Connection, service_id: int, build_id: int) -> None:
+    """Queue the announcement in the caller's transaction: listeners hear it only if it commits."""
+    conn.execute(
+        text("SELECT pg_notify(:channel, :payload)"), {"channel": CHANNEL, "payload": f"{service_id}:{build_id}"}
+    )
+
+
+def listen_generations(
+    engine: Engine,
+    stop: threading.Event,
+    on_generation: Callable[[int, int], None],
+    on_connect: Callable[[], None],
+    *,
+    poll_s: float = 1.0,
+    retry_s: float = 2.0,
+) -> None:
+    """Call `on_generation(service_id, build_id)` for each announcement until `stop` is set.
+
+    Runs on its own connection, taken out of the pool. After every (re)connect `on_connect()` is
+    called, because announcements sent while no connection listened are lost: the caller re-reads
+    what is current. Connection failures (a Postgres restart) are retried every `retry_s`.
+    """
+    while not stop.is_set():
+        try:
+            raw = engine.raw_connection()
+            conn = raw.driver_connection
+            raw.detach()  # a session of its own: LISTEN must not leak into pooled connections
+            if not isinstance(conn, psycopg.Connection):
+                raise TypeError("LISTEN needs a psycopg connection")
+            try:
+                conn.rollback()
+                conn.autocommit = True
+                conn.execute(f"LISTEN {CHANNEL}")
+                on_connect()
+                while not stop.is_set():
+                    for note in conn.notifies(timeout=poll_s):
+                        service_id, _, build_id = note.payload.partition(":")
+                        if service_id.isdigit() and build_id.isdigit():
+                            on_generation(int(service_id), int(build_id))
+            finally:
+                conn.close()
+        except (psycopg.OperationalError, OSError):
+            stop.wait(retry_s)
