@@ -151,8 +151,8 @@ def test_ondisk_ivf_lists_live_beside_the_index_and_reload(engine: Engine, api_h
     # and so does a separate process, loading the file with faiss directly
     script = (
         "import sys, numpy as np; from pathlib import Path; from simsearch.index import faiss_index as f;"
-        "i = f.load(Path(sys.argv[1])); print('found', (f.search(i, np.zeros((1, 512), 'float32'), 3, nprobe=4)[1] >= 0).sum(),"
-        "'of', i.ntotal)"
+        "i = f.load(Path(sys.argv[1])); q = np.zeros((1, 512), 'float32');"
+        "print('found', (f.search(i, q, 3, nprobe=4)[1] >= 0).sum(), 'of', i.ntotal)"
     )
     done = subprocess.run(
         [sys.executable, "-c", script, str(api_home / "indexes" / name / f"gen-{second['id']:08d}" / "index.faiss")],
