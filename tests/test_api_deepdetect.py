@@ -285,11 +285,18 @@ CREATE_ERRORS = [
         id="metric-value",
     ),
     pytest.param(
-        _with("output", index_backend="annoy"),
+        _with("output", index_backend="hnswlib"),
         400,
         1006,
         "Service Bad Request Error: parameters.output.index_backend: ",
-        id="annoy",
+        id="unknown-backend",
+    ),
+    pytest.param(
+        _with("output", index_backend="annoy", n_trees=0),
+        400,
+        1006,
+        "Service Bad Request Error: parameters.output.n_trees: ",
+        id="annoy-no-trees",
     ),
     pytest.param(
         _with("output", search_nn=0),
@@ -441,11 +448,18 @@ PREDICT_ERRORS = [
         id="index_type",
     ),
     pytest.param(
-        _body(output={"index": True, "index_backend": "annoy"}),
+        _body(output={"index": True, "index_backend": "hnswlib"}),
         400,
         1006,
         "Service Bad Request Error: parameters.output.index_backend: ",
-        id="annoy",
+        id="unknown-backend",
+    ),
+    pytest.param(
+        _body(output={"index": True, "index_type": "HNSW32", "ondisk": True}),
+        400,
+        1006,
+        "Service Bad Request Error: parameters.output.ondisk: ",
+        id="ondisk-without-ivf",
     ),
     pytest.param(
         _body(output={"index": True, "metric": "cosine"}),

@@ -154,6 +154,9 @@ def test_create_get_list_and_delete_a_service(client: Client) -> None:
         "train_samples": None,
         "nprobe": None,
         "ef_search": None,
+        "ondisk": False,
+        "n_trees": None,
+        "search_k": None,
     }
     datetime.fromisoformat(created["created_at"])
 
@@ -176,7 +179,7 @@ def test_create_get_list_and_delete_a_service(client: Client) -> None:
 
 
 def test_index_settings_of_a_new_service_are_stored(client: Client) -> None:
-    created = create(client, index_type="IVF4,Flat", train_samples=100, nprobe=2, ef_search=8)
+    created = create(client, index_type="IVF4,Flat", train_samples=100, nprobe=2, ef_search=8, ondisk=True)
     assert created["index"] | {"built_at": None} == {
         "backend": "faiss",
         "index_type": "IVF4,Flat",
@@ -186,6 +189,9 @@ def test_index_settings_of_a_new_service_are_stored(client: Client) -> None:
         "train_samples": 100,
         "nprobe": 2,
         "ef_search": 8,
+        "ondisk": True,
+        "n_trees": None,
+        "search_k": None,
     }
 
 

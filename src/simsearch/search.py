@@ -11,7 +11,7 @@ from sqlalchemy import Engine
 
 from simsearch import store
 from simsearch.errors import BadInput
-from simsearch.index import LoadedIndex, faiss_index
+from simsearch.index import LoadedIndex, faiss_index, search_loaded
 from simsearch.models import Extractor
 from simsearch.store import Hit, ServiceRecord
 
@@ -25,6 +25,7 @@ class SearchOptions:
     where: dict[str, Any] | None = None
     nprobe: int | None = None
     ef_search: int | None = None
+    search_k: int | None = None  # Annoy
 
 
 def _candidates(
@@ -38,9 +39,17 @@ def _candidates(
     """(ids, reported distances) per query, sorted by distance; -1 ids pad missing slots."""
     parts_ids, parts_dist = [], []
     if index is not None and index.index.ntotal:
-        raw, ids = faiss_index.search(index.index, queries, k_index, nprobe=options.nprobe, ef_search=options.ef_search)
+        dist, ids = search_loaded(
+            index,
+            queries,
+            k_index,
+            metric,
+            nprobe=options.nprobe,
+            ef_search=options.ef_search,
+            search_k=options.search_k,
+        )
         parts_ids.append(ids)
-        parts_dist.append(faiss_index.reported_distance(raw, metric, queries.shape[1]))
+        parts_dist.append(dist)
     if len(tail):
         raw, positions = faiss_index.exact_search(tail.vectors, queries, k_index, metric)
         parts_ids.append(np.where(positions >= 0, tail.ids[np.maximum(positions, 0)], -1))
@@ -75,6 +84,7 @@ def search_vectors(
         options,
         nprobe=options.nprobe or configured.get("nprobe"),
         ef_search=options.ef_search or configured.get("ef_search"),
+        search_k=options.search_k or configured.get("search_k"),
     )
     if k < 1:
         raise BadInput("k", f"must be at least 1, got {k}")
@@ -101,7 +111,8 @@ def search_vectors(
                     return [h[:k] for h in hits]
                 # An IVF/HNSW search visits only part of the index, so even k = all may miss rows that
                 # pass the filter: search every list (and deep graphs) once before giving fewer than k.
-                options = replace(options, nprobe=_EVERY_LIST, ef_search=max(options.ef_search or 0, total))
+                deep = max(options.ef_search or 0, total)
+                options = replace(options, nprobe=_EVERY_LIST, ef_search=deep, search_k=deep * 16)
                 widened = True
             k_index = min(4 * k_index + 8, total)  # rows were deleted or filtered out: ask for more
 

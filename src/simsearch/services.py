@@ -14,7 +14,7 @@ from sqlalchemy import Engine
 
 from simsearch import store
 from simsearch.errors import BadInput, Conflict
-from simsearch.index import IndexSettings, faiss_index, remove_index_files
+from simsearch.index import IndexSettings, check_settings, remove_index_files
 from simsearch.models import Extractor, ModelSpec, load_extractor, resolve_weights
 from simsearch.models.spec import METRICS
 from simsearch.models.weights import is_file_weights
@@ -96,9 +96,7 @@ def create_service(
         metric="cosine" if metric == "cosine" else "l2",
     )
     extractor = _cached_extractor(spec)
-    empty = faiss_index.new_index(extractor.dim, metric, settings.index_type)  # a bad index string is refused now
-    if settings.ondisk:
-        faiss_index.check_ondisk(empty, settings.index_type)
+    check_settings(settings, extractor.dim, metric)  # a bad index string is refused now, not at the first build
     index_values = settings.to_dict() | ({"repository": str(repository)} if repository else {})
     given = params or {
         "model": model,

@@ -25,7 +25,7 @@ from simsearch import __version__, services, store
 from simsearch.api.app import Core, authorize, core_of, read_guard
 from simsearch.api.errors import DDError, wrong_json
 from simsearch.errors import BadInput, NotFound
-from simsearch.index import INDEX_KEYS, build_generation, faiss_index, index_settings, stored_settings
+from simsearch.index import INDEX_KEYS, build_generation, check_settings, index_settings, stored_settings
 from simsearch.ingest import ingest
 from simsearch.search import SearchOptions, search_vectors
 from simsearch.store import Hit, ServiceRecord
@@ -310,6 +310,7 @@ class _Predict:
     binarized: bool = False
     nprobe: int | None = None
     ef_search: int | None = None
+    search_k: int | None = None
     index_values: _JSON | None = None  # new index settings of an index/build call, stored once it succeeded
     warnings: list[str] = field(default_factory=list)
 
@@ -365,8 +366,9 @@ def _parse_predict(core: Core, body: _JSON) -> _Predict:
     settings = index_settings(
         {k: output[k] for k in INDEX_KEYS if k in output}, base=stored_settings(service.index_settings)
     )
-    request.nprobe, request.ef_search = settings.nprobe, settings.ef_search
-    changes = {k: output[k] for k in INDEX_KEYS if k in given and k not in ("nprobe", "ef_search")}
+    request.nprobe, request.ef_search, request.search_k = settings.nprobe, settings.ef_search, settings.search_k
+    per_search = ("nprobe", "ef_search", "search_k")  # apply to this call only (DeepDetect made nprobe sticky)
+    changes = {k: output[k] for k in INDEX_KEYS if k in given and k not in per_search}
     if (request.index or request.build) and changes:
         request.index_values = _index_values(service, changes)
     request.warnings += _gpu_warnings(settings.gpu)
@@ -383,9 +385,7 @@ def _index_values(service: ServiceRecord, changes: _JSON) -> _JSON:
     """Index keys on an index/build call, checked now; they become the service's settings (as on
     DeepDetect's first `index`) only when the call succeeds."""
     merged = index_settings(changes, base=stored_settings(service.index_settings))
-    empty = faiss_index.new_index(service.dim, service.metric, merged.index_type)
-    if merged.ondisk:
-        faiss_index.check_ondisk(empty, merged.index_type)
+    check_settings(merged, service.dim, service.metric)
     return service.index_settings | merged.to_dict()
 
 
@@ -440,7 +440,7 @@ def _predict(core: Core, body: _JSON, request: Request[Any, Any, Any]) -> Respon
     if call.index_values is not None:  # reached only when the index and build steps succeeded
         _set_index_settings(core, service.id, call.index_values)
     if call.search and predictions:
-        options = SearchOptions(nprobe=call.nprobe, ef_search=call.ef_search)
+        options = SearchOptions(nprobe=call.nprobe, ef_search=call.ef_search, search_k=call.search_k)
         hits = search_vectors(core.engine, service, core.indexes.current(service), np.stack(vectors), call.k, options)
         for entry, found in zip(predictions, hits, strict=True):
             if found:

@@ -150,6 +150,8 @@ def _service_out(core: Core, service: ServiceRecord) -> ServiceOut:
             nprobe=settings.nprobe,
             ef_search=settings.ef_search,
             ondisk=settings.ondisk,
+            n_trees=settings.n_trees,
+            search_k=settings.search_k,
         ),
         created_at=service.created_at,
     )
@@ -242,7 +244,9 @@ def _search(
     core: Core, service: ServiceRecord, queries: np.ndarray, k: int, where: dict[str, Any] | None, **knobs: int | None
 ) -> SearchResult:
     index = core.indexes.current(service)
-    options = SearchOptions(where=where, nprobe=knobs.get("nprobe"), ef_search=knobs.get("ef_search"))
+    options = SearchOptions(
+        where=where, nprobe=knobs.get("nprobe"), ef_search=knobs.get("ef_search"), search_k=knobs.get("search_k")
+    )
     hits = search_vectors(core.engine, service, index, queries, k, options)[0]
     return SearchResult(
         results=[
@@ -317,6 +321,9 @@ class ServiceController(Controller):
                 "nprobe": data.nprobe,
                 "ef_search": data.ef_search,
                 "ondisk": data.ondisk,
+                "index_backend": data.index_backend,
+                "n_trees": data.n_trees,
+                "search_k": data.search_k,
             }
         )
         record = services.create_service(
@@ -436,7 +443,8 @@ class ServiceController(Controller):
                 queries = store.image_vector(conn, service.id, data.image_id)[None, :]
         else:
             queries = _query_vector(core, service, str(data.image), "image")
-        return _search(core, service, queries, data.k, data.filter, nprobe=data.nprobe, ef_search=data.ef_search)
+        knobs = {"nprobe": data.nprobe, "ef_search": data.ef_search, "search_k": data.search_k}
+        return _search(core, service, queries, data.k, data.filter, **knobs)
 
     @post(
         "/{name:str}/search/upload",

@@ -25,17 +25,20 @@ class ServiceCreate(msgspec.Struct, forbid_unknown_fields=True):
     layer: Annotated[str, msgspec.Meta(min_length=1, max_length=200)] | None = None
     size: Annotated[int, msgspec.Meta(ge=16, le=4096)] = 224
     metric: Literal["l2", "cosine"] = "l2"
+    index_backend: Literal["faiss", "annoy"] = "faiss"
     index_type: Annotated[str, msgspec.Meta(min_length=1, max_length=200, examples=["Flat", "IVF256,SQ8"])] = "Flat"
     train_samples: PositiveInt | None = None
     nprobe: PositiveInt | None = None
     ef_search: PositiveInt | None = None
+    n_trees: Annotated[int, msgspec.Meta(ge=1, le=10_000, description="Annoy: trees in the forest")] | None = None
+    search_k: PositiveInt | None = None  # Annoy: nodes inspected per search
     ondisk: bool = False  # IVF only: inverted lists in a file beside the index, memory-mapped at search
     index_gpu: bool = False
     description: Annotated[str, msgspec.Meta(max_length=10_000)] = ""
 
 
 class IndexInfo(msgspec.Struct):
-    backend: str
+    backend: str  # faiss or annoy
     index_type: str
     vectors: int
     generation: int | None
@@ -44,6 +47,8 @@ class IndexInfo(msgspec.Struct):
     nprobe: int | None
     ef_search: int | None
     ondisk: bool
+    n_trees: int | None
+    search_k: int | None
 
 
 class ServiceOut(msgspec.Struct):
@@ -150,6 +155,7 @@ class SearchRequest(msgspec.Struct, forbid_unknown_fields=True):
     ) = None
     nprobe: PositiveInt | None = None
     ef_search: PositiveInt | None = None
+    search_k: PositiveInt | None = None
 
 
 @dataclass

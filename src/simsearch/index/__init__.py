@@ -5,8 +5,10 @@ from simsearch.index.generations import (
     IndexCache,
     LoadedIndex,
     build_generation,
+    check_settings,
     load_current,
     remove_index_files,
+    search_loaded,
     service_index_dir,
 )
 from simsearch.index.settings import INDEX_KEYS, IndexSettings, index_settings, stored_settings
@@ -17,10 +19,12 @@ __all__ = [
     "IndexSettings",
     "LoadedIndex",
     "build_generation",
+    "check_settings",
     "index_settings",
     "load_current",
     "remove_index_files",
     "reported_distance",
+    "search_loaded",
     "service_index_dir",
     "stored_settings",
 ]

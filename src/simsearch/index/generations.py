@@ -10,7 +10,7 @@ from __future__ import annotations
 import shutil
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import faiss
@@ -19,8 +19,9 @@ from sqlalchemy import Engine
 
 from simsearch import store
 from simsearch.errors import BadInput, SimsearchError, Unavailable
-from simsearch.index import faiss_index
-from simsearch.index.settings import stored_settings
+from simsearch.index import annoy_index, faiss_index
+from simsearch.index.annoy_index import AnnoyFiles
+from simsearch.index.settings import IndexSettings, stored_settings
 from simsearch.store import BuildRecord, ServiceRecord
 
 INDEX_FILE = "index.faiss"
@@ -31,7 +32,7 @@ _SAMPLE_SEED = 1234  # training samples are random but repeatable
 @dataclass(frozen=True, slots=True)
 class LoadedIndex:
     build: BuildRecord
-    index: faiss.Index
+    index: faiss.Index | AnnoyFiles  # by build.backend
 
 
 def service_index_dir(index_dir: Path, service: ServiceRecord) -> Path:
@@ -53,17 +54,16 @@ def build_generation(
     again from the newer snapshot. Searches never wait: they keep using the previous generation.
     """
     settings = stored_settings(service.index_settings)
-    index_type = index_type or settings.index_type
-    empty = faiss_index.new_index(service.dim, service.metric, index_type)  # refuse a bad string before any write
-    if settings.ondisk:
-        faiss_index.check_ondisk(empty, index_type)
+    if index_type is not None:
+        settings = replace(settings, index_type=index_type)
+    check_settings(settings, service.dim, service.metric)  # refuse a bad string before any write
     with engine.connect() as conn:
         if store.count_vectors(conn, service.id) == 0:  # refused before a build row is written
             raise _nothing_to_build(service)
     with engine.connect() as lock:
         store.lock_builds(lock, service.id)
         try:
-            return _build_locked(engine, service, index_dir, index_type, settings.train_samples, settings.ondisk)
+            return _build_locked(engine, service, index_dir, settings)
         finally:
             store.unlock_builds(lock, service.id)
 
@@ -72,18 +72,13 @@ def _nothing_to_build(service: ServiceRecord) -> BadInput:
     return BadInput("service", f"{service.name} has no stored vectors yet; index some images first, then build")
 
 
-def _build_locked(
-    engine: Engine,
-    service: ServiceRecord,
-    index_dir: Path,
-    index_type: str,
-    train_samples: int | None,
-    ondisk: bool,
-) -> BuildRecord:
+def _build_locked(engine: Engine, service: ServiceRecord, index_dir: Path, settings: IndexSettings) -> BuildRecord:
+    annoy = settings.backend == "annoy"
+    label = f"annoy({settings.n_trees or annoy_index.DEFAULT_TREES} trees)" if annoy else settings.index_type
     with engine.begin() as conn:
         store.fail_interrupted_builds(conn, service.id)  # we hold the lock: any `building` row is orphaned
         build_id = store.start_build(
-            conn, service.id, "faiss", index_type, {"metric": service.metric, "ondisk": ondisk}
+            conn, service.id, settings.backend, label, {"metric": service.metric, "ondisk": settings.ondisk}
         )
     try:
         timings: dict[str, float] = {}
@@ -95,22 +90,17 @@ def _build_locked(
         timings["read_s"] = time.perf_counter() - started
         if len(vectors) == 0:  # deleted since the check above
             raise _nothing_to_build(service)
-        sample = None
-        if train_samples is not None and train_samples < len(vectors):
-            rows = np.random.default_rng(_SAMPLE_SEED).choice(len(vectors), train_samples, replace=False)
-            sample = vectors.vectors[np.sort(rows)]
-        started = time.perf_counter()
-        index = faiss_index.build(
-            vectors.ids, vectors.vectors, metric=service.metric, index_type=index_type, train_sample=sample
-        )
-        timings["train_add_s"] = time.perf_counter() - started
         folder = generation_dir(index_dir, service, build_id)
         folder.mkdir(parents=True, exist_ok=True)
         started = time.perf_counter()
-        if ondisk:
-            faiss_index.move_lists_to_disk(index, folder / LISTS_FILE)
-        faiss_index.save(index, folder / INDEX_FILE)
-        timings["write_s"] = time.perf_counter() - started
+        if annoy:
+            trees = annoy_index.build(vectors.ids, vectors.vectors, metric=service.metric, n_trees=settings.n_trees)
+            timings["train_add_s"] = time.perf_counter() - started
+            started = time.perf_counter()
+            annoy_index.save(trees, folder)
+            timings["write_s"] = time.perf_counter() - started
+        else:
+            _build_faiss(vectors, service.metric, settings, folder, timings)
         with engine.begin() as conn:
             store.finish_build(
                 conn, build_id, vector_count=len(vectors), watermark=watermark, path=str(folder), timings=timings
@@ -124,6 +114,33 @@ def _build_locked(
         raise RuntimeError(f"generation {build_id} of {service.name} vanished after it was recorded")
     _remove_retired(index_dir, service, keep=build.id)
     return build
+
+
+def _build_faiss(
+    vectors: store.VectorSet, metric: str, settings: IndexSettings, folder: Path, timings: dict[str, float]
+) -> None:
+    sample = None
+    if settings.train_samples is not None and settings.train_samples < len(vectors):
+        rows = np.random.default_rng(_SAMPLE_SEED).choice(len(vectors), settings.train_samples, replace=False)
+        sample = vectors.vectors[np.sort(rows)]
+    started = time.perf_counter()
+    index = faiss_index.build(
+        vectors.ids, vectors.vectors, metric=metric, index_type=settings.index_type, train_sample=sample
+    )
+    timings["train_add_s"] = time.perf_counter() - started
+    started = time.perf_counter()
+    if settings.ondisk:
+        faiss_index.move_lists_to_disk(index, folder / LISTS_FILE)
+    faiss_index.save(index, folder / INDEX_FILE)
+    timings["write_s"] = time.perf_counter() - started
+
+
+def check_settings(settings: IndexSettings, dim: int, metric: str) -> None:
+    """Refuse settings that cannot build (a bad index_factory string, ondisk without IVF) before any write."""
+    if settings.backend == "faiss":
+        empty = faiss_index.new_index(dim, metric, settings.index_type)
+        if settings.ondisk:
+            faiss_index.check_ondisk(empty, settings.index_type)
 
 
 def _remove_retired(index_dir: Path, service: ServiceRecord, *, keep: int) -> None:
@@ -146,18 +163,38 @@ def load_current(engine: Engine, service: ServiceRecord) -> LoadedIndex | None:
         build = store.current_build(conn, service.id)
     if build is None or build.path is None:
         return None
-    return LoadedIndex(build=build, index=faiss_index.load(Path(build.path) / INDEX_FILE))
+    return LoadedIndex(build=build, index=_load_file(service, build))
 
 
-def _load_file(service: ServiceRecord, build: BuildRecord) -> faiss.Index:
-    path = Path(str(build.path)) / INDEX_FILE
+def _load_file(service: ServiceRecord, build: BuildRecord) -> faiss.Index | AnnoyFiles:
+    folder = Path(str(build.path))
     try:
-        return faiss_index.load(path)
-    except RuntimeError as exc:  # a missing or damaged file: Postgres still has every vector
+        if build.backend == "annoy":
+            return annoy_index.load(folder, dim=service.dim, metric=service.metric)
+        return faiss_index.load(folder / INDEX_FILE)
+    except (RuntimeError, OSError, ValueError) as exc:  # a missing or damaged file: Postgres still has every vector
         raise Unavailable(
-            f"generation {build.id} of {service.name} cannot be read from {path} ({str(exc).splitlines()[-1][:200]}); "
-            "build the index again (build_index / POST .../builds) to restore fast search"
+            f"generation {build.id} of {service.name} cannot be read from {folder} "
+            f"({str(exc).splitlines()[-1][:200]}); build the index again (build_index / POST .../builds) "
+            "to restore fast search"
         ) from exc
+
+
+def search_loaded(
+    loaded: LoadedIndex,
+    queries: np.ndarray,
+    k: int,
+    metric: str,
+    *,
+    nprobe: int | None,
+    ef_search: int | None,
+    search_k: int | None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """(reported distances, embedding ids) from a loaded generation, whichever backend built it."""
+    if isinstance(loaded.index, AnnoyFiles):
+        return annoy_index.search(loaded.index, queries, k, search_k=search_k)
+    raw, ids = faiss_index.search(loaded.index, queries, k, nprobe=nprobe, ef_search=ef_search)
+    return faiss_index.reported_distance(raw, metric, queries.shape[1]), ids
 
 
 class IndexCache:

@@ -7,7 +7,7 @@ from typing import Any
 
 from simsearch.errors import BadInput
 
-BACKENDS = ("faiss",)  # annoy arrives with the index engine (issue 5)
+BACKENDS = ("faiss", "annoy")
 # The user-facing keys (DeepDetect's output parameters) that `index_settings` reads.
 INDEX_KEYS = (
     "index_backend",
@@ -18,6 +18,8 @@ INDEX_KEYS = (
     "ondisk",
     "index_gpu",
     "index_gpuid",
+    "n_trees",
+    "search_k",
 )
 
 
@@ -31,6 +33,8 @@ class IndexSettings:
     ondisk: bool = False
     gpu: bool = False
     gpuid: int = 0
+    n_trees: int | None = None  # Annoy: trees in the forest (None: 50)
+    search_k: int | None = None  # Annoy: nodes inspected per search (None: n_trees x k)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -53,13 +57,12 @@ def _flag(values: dict[str, Any], key: str) -> bool:
 
 
 def index_settings(values: dict[str, Any], *, base: IndexSettings | None = None) -> IndexSettings:
-    """Settings from user keys (`index_backend`, `index_type`, `train_samples`, `nprobe`, `ef_search`,
-    `ondisk`, `index_gpu`, `index_gpuid`) over `base`; each bad value is a BadInput naming its key."""
+    """Settings from the user's keys (INDEX_KEYS) over `base`; each bad value is a BadInput naming its key."""
     base = base or IndexSettings()
     backend = values.get("index_backend", base.backend)
     if backend not in BACKENDS:
         raise BadInput(
-            "index_backend", f"{backend!r} is not available in this version: use 'faiss' (Annoy support is planned)"
+            "index_backend", f"{backend!r}: use 'faiss' (any index_factory string) or 'annoy' (n_trees, search_k)"
         )
     index_type = values.get("index_type", base.index_type)
     if not isinstance(index_type, str) or not index_type.strip():
@@ -70,6 +73,10 @@ def index_settings(values: dict[str, Any], *, base: IndexSettings | None = None)
     nprobe = _positive(values, "nprobe")
     ef_search = _positive(values, "ef_search")
     gpuid = _positive(values, "index_gpuid", allow_zero=True)
+    n_trees = _positive(values, "n_trees")
+    search_k = _positive(values, "search_k")
+    if n_trees is not None and n_trees > 10_000:
+        raise BadInput("n_trees", f"{n_trees}: at most 10000 trees")
     return IndexSettings(
         backend=backend,
         index_type=index_type.strip(),
@@ -79,6 +86,8 @@ def index_settings(values: dict[str, Any], *, base: IndexSettings | None = None)
         ondisk=_flag(values, "ondisk") if "ondisk" in values else base.ondisk,
         gpu=_flag(values, "index_gpu") if "index_gpu" in values else base.gpu,
         gpuid=gpuid if gpuid is not None else base.gpuid,
+        n_trees=n_trees if "n_trees" in values else base.n_trees,
+        search_k=search_k if "search_k" in values else base.search_k,
     )
 
 
