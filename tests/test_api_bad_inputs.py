@@ -28,6 +28,7 @@ from sqlalchemy import Engine, text
 from tests.conftest import api_settings, draw_image, make_folder, table_counts, write_image
 
 from simsearch.api import create_app
+from simsearch.index.faiss_index import gpu_count
 
 DD_SVC = "bad_dd"  # created on the DeepDetect face, 3 files indexed
 NAT_SVC = "bad_native"  # created on the native face, 3 base64 images indexed with metadata, built once
@@ -301,7 +302,7 @@ NATIVE_CASES = [
     P("POST", "/api/v1/services", {"json": native_service(nprobe=0)}, 400, None, "nprobe",
       id="native-create-zero-nprobe"),
     P("POST", "/api/v1/services", {"json": native_service(index_gpu=True)}, 400, None, "index_gpu",
-      id="native-create-index-gpu"),
+      id="native-create-index-gpu", marks=pytest.mark.skipif(gpu_count() > 0, reason="a GPU is present")),
     P("POST", "/api/v1/services", {"json": native_service(colour="red")}, 400, None, "colour",
       id="native-create-unknown-key"),
     P("GET", f"/api/v1/services/{UNKNOWN}", {}, 404, None, UNKNOWN, id="native-get-unknown-service"),

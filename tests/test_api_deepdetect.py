@@ -21,6 +21,7 @@ from tests.conftest import api_settings, draw_image, make_folder, table_counts, 
 
 from simsearch import __version__
 from simsearch.api import create_app
+from simsearch.index.faiss_index import gpu_count
 
 Client = TestClient[Litestar]
 JSON = dict[str, Any]
@@ -927,6 +928,7 @@ def test_binarized_values_are_zero_or_one(client: Client, images: list[Path]) ->
     assert found["nns"][0] == {"uri": str(images[1]), "dist": 0.0}
 
 
+@pytest.mark.skipif(gpu_count() > 0, reason="a GPU is present: tests/test_gpu.py covers it")
 def test_index_gpu_works_on_the_cpu_and_says_so(client: Client, images: list[Path]) -> None:
     body = _create_body(index_gpu=True)
     created = _answer(client.put(f"/services/{(name := _name())}", json=body), 201)

@@ -23,6 +23,7 @@ from tests.conftest import api_settings, draw_image, table_counts, write_image
 
 from simsearch import services, store
 from simsearch.api import create_app
+from simsearch.index.faiss_index import gpu_count
 from simsearch.input import decode_image
 
 MODEL = {"model": "resnet18", "weights": "none", "size": 64}
@@ -230,7 +231,11 @@ def test_a_duplicate_name_is_a_conflict_and_an_unknown_one_is_not_found(client: 
         ({"name": "ok", **MODEL, "metric": "manhattan"}, "metric"),
         ({"name": "ok", **MODEL, "index_type": "NotAnIndex"}, "index_type"),
         ({"name": "ok", **MODEL, "nprobe": 0}, "nprobe"),
-        ({"name": "ok", **MODEL, "index_gpu": True}, "index_gpu"),
+        pytest.param(
+            {"name": "ok", **MODEL, "index_gpu": True},
+            "index_gpu",
+            marks=pytest.mark.skipif(gpu_count() > 0, reason="a GPU is present"),
+        ),
         ({"name": "ok", **MODEL, "description": "a\x00b"}, "description"),
     ],
 )

@@ -13,7 +13,6 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-import faiss
 import numpy as np
 from anyio import to_thread
 from litestar import Request, Response, delete, get, post, route
@@ -25,7 +24,7 @@ from simsearch import __version__, services, store
 from simsearch.api.app import Core, authorize, core_of, read_guard
 from simsearch.api.errors import DDError, wrong_json
 from simsearch.errors import BadInput, NotFound
-from simsearch.index import INDEX_KEYS, build_generation, check_settings, index_settings, stored_settings
+from simsearch.index import INDEX_KEYS, build_generation, check_settings, faiss_index, index_settings, stored_settings
 from simsearch.ingest import ingest
 from simsearch.search import SearchOptions, search_vectors
 from simsearch.store import Hit, ServiceRecord
@@ -249,13 +248,11 @@ def _repository(core: Core, repository: str | None) -> Path | None:
 
 
 def _gpu_warnings(gpu: bool) -> list[str]:
-    warnings = []
-    if gpu:
-        has_gpu = getattr(faiss, "get_num_gpus", lambda: 0)() > 0
-        reason = "GPU indexes arrive with the index engine" if has_gpu else "no GPU (or no faiss GPU support) here"
+    """DeepDetect's clients send index_gpu whatever the machine: run on the CPU then, and say so."""
+    if gpu and faiss_index.gpu_count() == 0:
         # no "; " inside a warning: it is the separator between warnings in head.warning
-        warnings.append(f"index_gpu: {reason}, so the index is built and searched on the CPU")
-    return warnings
+        return ["index_gpu: faiss sees no GPU here (faiss-cpu or no device), so the index runs on the CPU"]
+    return []
 
 
 @route("/services/{name:str}", http_method=["PUT", "POST"], include_in_schema=False, status_code=201)

@@ -48,7 +48,7 @@ from simsearch.api.schemas import (
     UploadItem,
 )
 from simsearch.errors import BadInput, NotFound
-from simsearch.index import build_generation, index_settings, stored_settings
+from simsearch.index import build_generation, faiss_index, index_settings, stored_settings
 from simsearch.ingest import IngestReport, ingest
 from simsearch.search import SearchOptions, search_vectors
 from simsearch.store import BuildRecord, ImageRecord, ServiceRecord
@@ -312,8 +312,8 @@ class ServiceController(Controller):
         """Register a service: the model that makes vectors, and how they are indexed."""
         for key in ("model", "weights", "layer", "index_type", "description"):
             store.check_storable(getattr(data, key), key)
-        if data.index_gpu:
-            raise BadInput("index_gpu", "GPU indexes are not available in this version; leave index_gpu false")
+        if data.index_gpu:  # refused here when faiss cannot use a GPU; DeepDetect's face warns instead
+            faiss_index.check_gpu(0)
         settings = index_settings(
             {
                 "index_type": data.index_type,
@@ -324,6 +324,7 @@ class ServiceController(Controller):
                 "index_backend": data.index_backend,
                 "n_trees": data.n_trees,
                 "search_k": data.search_k,
+                "index_gpu": data.index_gpu,
             }
         )
         record = services.create_service(

@@ -67,10 +67,18 @@ def min_training_vectors(index: faiss.Index) -> int:
 
 
 def build(
-    ids: np.ndarray, vectors: np.ndarray, *, metric: str, index_type: str, train_sample: np.ndarray | None = None
+    ids: np.ndarray,
+    vectors: np.ndarray,
+    *,
+    metric: str,
+    index_type: str,
+    train_sample: np.ndarray | None = None,
+    gpuid: int | None = None,
 ) -> faiss.Index:
     """A trained index holding `vectors` under `ids` (the embedding ids)."""
     index = new_index(vectors.shape[1], metric, index_type)
+    if gpuid is not None:  # train and add on the GPU, keep a CPU copy to write
+        index = to_gpu(index, gpuid, index_type)
     if not index.is_trained:
         sample = train_sample if train_sample is not None else vectors
         need = min_training_vectors(index)
@@ -89,7 +97,52 @@ def build(
     for start in range(0, len(ids), _ADD_CHUNK):
         stop = start + _ADD_CHUNK
         index.add_with_ids(np.ascontiguousarray(vectors[start:stop]), np.ascontiguousarray(ids[start:stop]))
-    return index
+    return to_cpu(index) if gpuid is not None else index
+
+
+_GPU_RESOURCES: dict[int, Any] = {}  # one StandardGpuResources per device, shared by every index on it
+
+
+def gpu_count() -> int:
+    """CUDA devices faiss can use: 0 with faiss-cpu (no GPU support compiled in) or without a GPU."""
+    count = getattr(faiss, "get_num_gpus", None)
+    return int(count()) if count is not None else 0
+
+
+def check_gpu(gpuid: int) -> None:
+    """Refuse `index_gpu` where faiss cannot use the GPU, saying what to install."""
+    count = gpu_count()
+    if count == 0:
+        raise BadInput(
+            "index_gpu",
+            "faiss sees no CUDA GPU here (faiss-cpu, or no device): install the GPU build in its own environment "
+            "(pip install 'simsearch[gpu]', see README, GPU) on a machine with an NVIDIA GPU, or leave index_gpu false",
+        )
+    if gpuid >= count:
+        raise BadInput("index_gpuid", f"{gpuid}: this machine has {count} GPU(s), numbered from 0")
+
+
+def to_gpu(index: faiss.Index, gpuid: int, index_type: str) -> faiss.Index:
+    """A GPU copy of a CPU index (cuVS kernels where faiss has them)."""
+    resources = _GPU_RESOURCES.get(gpuid)
+    if resources is None:
+        resources = _GPU_RESOURCES.setdefault(gpuid, faiss.StandardGpuResources())
+    options = faiss.GpuClonerOptions()
+    error = RuntimeError("no GPU cloner")
+    for cuvs in (True, False) if hasattr(options, "use_cuvs") else (False,):
+        if hasattr(options, "use_cuvs"):
+            options.use_cuvs = cuvs  # cuVS kernels first; faiss's own where cuVS lacks the index type
+        try:
+            return faiss.index_cpu_to_gpu(resources, gpuid, index, options)
+        except RuntimeError as exc:
+            error = exc
+    raise BadInput(
+        "index_gpu", f"{index_type} has no GPU version in faiss (Flat and IVF ones do): {str(error).splitlines()[-1]}"
+    )
+
+
+def to_cpu(index: faiss.Index) -> faiss.Index:
+    return faiss.index_gpu_to_cpu(index)
 
 
 def check_ondisk(index: faiss.Index, index_type: str) -> None:

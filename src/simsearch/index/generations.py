@@ -125,7 +125,12 @@ def _build_faiss(
         sample = vectors.vectors[np.sort(rows)]
     started = time.perf_counter()
     index = faiss_index.build(
-        vectors.ids, vectors.vectors, metric=metric, index_type=settings.index_type, train_sample=sample
+        vectors.ids,
+        vectors.vectors,
+        metric=metric,
+        index_type=settings.index_type,
+        train_sample=sample,
+        gpuid=settings.gpuid if _use_gpu(settings) else None,
     )
     timings["train_add_s"] = time.perf_counter() - started
     started = time.perf_counter()
@@ -133,6 +138,11 @@ def _build_faiss(
         faiss_index.move_lists_to_disk(index, folder / LISTS_FILE)
     faiss_index.save(index, folder / INDEX_FILE)
     timings["write_s"] = time.perf_counter() - started
+
+
+def _use_gpu(settings: IndexSettings) -> bool:
+    # DeepDetect's face accepts index_gpu without a GPU (it warns the client); the native face refuses it
+    return settings.gpu and settings.backend == "faiss" and faiss_index.gpu_count() > settings.gpuid
 
 
 def check_settings(settings: IndexSettings, dim: int, metric: str) -> None:
@@ -171,8 +181,12 @@ def _load_file(service: ServiceRecord, build: BuildRecord) -> faiss.Index | Anno
     try:
         if build.backend == "annoy":
             return annoy_index.load(folder, dim=service.dim, metric=service.metric)
-        return faiss_index.load(folder / INDEX_FILE)
-    except (RuntimeError, OSError, ValueError) as exc:  # a missing or damaged file: Postgres still has every vector
+        index = faiss_index.load(folder / INDEX_FILE)
+        settings = stored_settings(service.index_settings)
+        if _use_gpu(settings) and not build.params.get("ondisk"):
+            index = faiss_index.to_gpu(index, settings.gpuid, build.index_type)
+        return index
+    except (RuntimeError, OSError, ValueError, BadInput) as exc:  # a missing/damaged file: Postgres has every vector
         raise Unavailable(
             f"generation {build.id} of {service.name} cannot be read from {folder} "
             f"({str(exc).splitlines()[-1][:200]}); build the index again (build_index / POST .../builds) "
