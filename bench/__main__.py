@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import tempfile
 import time
 from collections.abc import Sequence
@@ -24,12 +25,14 @@ from bench.data import Mixture, embedded_database, load_vectors
 from bench.ingest import bench_ingest
 from bench.pgvector import PgvectorSearch, connect, hnsw_build_seconds
 from bench.rebuild import bench_rebuild
-from bench.report import Results, json_numbers, out, print_all
+from bench.report import out, print_all
+from bench.results import Results, json_numbers
 from bench.search import bench_search, exact_truth, ivf_nlist, one_thread_qps, tuned_candidates
 from simsearch.index import LoadedIndex, load_current
 from simsearch.search import SearchOptions
 
 console = Console(stderr=True)
+OMP_ENV = ("OMP_NUM_THREADS", "OMP_WAIT_POLICY", "GOMP_SPINCOUNT")  # OpenMP's idle spinning competes with Postgres
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -126,7 +129,11 @@ def run(args: argparse.Namespace) -> tuple[Results, dict[str, float]]:
             console.log("tuned: " + ", ".join(f"{c.index} {c.knob}={c.value}" for c in candidates if c.knob))
             with console.status("search: QPS, 1 client and batched, interleaved"):
                 res.search = bench_search(candidates, exact, queries, truth, args.k, runs=args.runs)
-            res.flat_one_thread_qps = one_thread_qps(candidates[0], queries, args.k, runs=args.runs)
+            for c in candidates:
+                if c.system == "ours" and c.index == "Flat":
+                    res.flat_one_thread_qps = one_thread_qps(c, queries, args.k, runs=args.runs)
+                elif c.system == "ours" and c.index == hnsw_type:
+                    res.hnsw_one_thread_qps = one_thread_qps(c, queries, args.k, runs=args.runs)
         console.log("search done")
         hnsw_row = res.search_row(hnsw_type)
         ef = hnsw_row.value if hnsw_row else None
@@ -168,7 +175,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         f"sizes: {args.n} vectors x {args.dim} dims ({args.clusters}-component Gaussian mixture, seed {args.seed}), "
         f"{args.queries} queries, k={args.k}, runs={args.runs}; FAISS: Flat, IVF{args.nlist},SQ8, HNSW{args.hnsw_m}; "
         f"pgvector hnsw: {'yes' if args.hnsw else 'no'}, exact: {'yes' if args.exact else 'no'}; "
-        f"FAISS threads: {faiss.omp_get_max_threads()}"
+        f"FAISS threads: {faiss.omp_get_max_threads()}, "
+        + ", ".join(f"{v}={os.environ.get(v, '(unset)')}" for v in OMP_ENV)
     )
     if args.ingest:
         out.print(f"ingest: {args.images} JPEGs, {args.model} (weights none), 224 px, batch 32")

@@ -133,6 +133,8 @@ def tune(
 
 def _sweep(loaded: LoadedIndex, index_type: str) -> tuple[str, Sequence[int]]:
     """The knob to tune for an index, and the values to try: IVF nprobe, HNSW efSearch, or none."""
+    if not isinstance(loaded.index, faiss.Index):  # not a FAISS index (Annoy): nothing to tune here
+        return "", ()
     try:
         return "nprobe", nprobe_sweep(int(faiss.extract_index_ivf(loaded.index).nlist))
     except RuntimeError:  # not an IVF index
