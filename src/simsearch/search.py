@@ -94,8 +94,10 @@ def search_vectors(
     if not np.isfinite(queries).all():
         raise BadInput("vector", "query vectors must be finite numbers (no NaN or infinity)")
     watermark = index.build.watermark if index is not None else 0
-    with engine.connect() as conn:
-        tail = store.read_service_vectors(conn, service.id, service.dim, after_id=watermark)
+    # autocommit: no BEGIN/ROLLBACK round trips; the tail and the join need no common snapshot (a row
+    # added between them is simply not found yet, one deleted is dropped by the join)
+    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+        tail = store.read_recent_vectors(conn, service.id, service.dim, after_id=watermark)
         total = (index.index.ntotal if index is not None else 0) + len(tail)
         k_index, widened = k, False
         while True:

@@ -12,8 +12,6 @@ import numpy as np
 
 from simsearch.errors import BadInput
 
-_ADD_CHUNK = 65536  # add in chunks: bounded temporary memory inside faiss
-
 
 def faiss_metric(metric: str) -> int:
     # cosine: vectors are stored L2-normalised, so inner product is the cosine
@@ -94,9 +92,9 @@ def build(
             raise BadInput(
                 "index_type", f"cannot train {index_type} on {len(sample)} vectors: {str(exc).splitlines()[-1][:200]}"
             ) from exc
-    for start in range(0, len(ids), _ADD_CHUNK):
-        stop = start + _ADD_CHUNK
-        index.add_with_ids(np.ascontiguousarray(vectors[start:stop]), np.ascontiguousarray(ids[start:stop]))
+    # One call: faiss sizes its storage once. Adding in chunks grew it chunk by chunk, and each growth
+    # holds the old and the new buffer at once (bench/: peak RSS 2.7x the raw vectors for Flat).
+    index.add_with_ids(np.ascontiguousarray(vectors, dtype=np.float32), np.ascontiguousarray(ids, dtype=np.int64))
     return to_cpu(index) if gpuid is not None else index
 
 

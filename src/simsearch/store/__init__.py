@@ -14,7 +14,7 @@ from simsearch.store.db import embedded_postgres, make_engine, upgrade
 from simsearch.store.hits import join_hits
 from simsearch.store.images import get_image, image_vector, list_images, update_metadata
 from simsearch.store.notify import CHANNEL, announce_generation, listen_generations
-from simsearch.store.read import VectorSet, max_embedding_id, read_service_vectors
+from simsearch.store.read import VectorSet, max_embedding_id, read_recent_vectors, read_service_vectors
 from simsearch.store.records import BuildRecord, Hit, ImageRecord, NewImage, ServiceRecord
 from simsearch.store.services import (
     count_vectors,
@@ -64,6 +64,7 @@ __all__ = [
     "lock_builds",
     "make_engine",
     "max_embedding_id",
+    "read_recent_vectors",
     "read_service_vectors",
     "reattach_service",
     "record_layer",
