@@ -158,30 +158,11 @@ def _service_out(core: Core, service: ServiceRecord) -> ServiceOut:
 
 
 def _image_out(image: ImageRecord) -> ImageOut:
-    return ImageOut(
-        id=image.id,
-        uri=image.uri,
-        sha256=image.sha256,
-        width=image.width,
-        height=image.height,
-        metadata=image.metadata,
-        created_at=image.created_at,
-    )
+    return msgspec.convert(image, ImageOut, from_attributes=True)
 
 
 def _build_out(build: BuildRecord) -> BuildOut:
-    return BuildOut(
-        id=build.id,
-        status=build.status,
-        backend=build.backend,
-        index_type=build.index_type,
-        vector_count=build.vector_count,
-        watermark=build.watermark,
-        started_at=build.started_at,
-        finished_at=build.finished_at,
-        timings=build.timings,
-        error=build.error,
-    )
+    return msgspec.convert(build, BuildOut, from_attributes=True)  # the record's extra fields are dropped
 
 
 def _ingest(
