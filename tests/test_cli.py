@@ -119,3 +119,21 @@ def test_readme_configuration_table_is_the_generated_one() -> None:
 
     readme = (Path(__file__).parents[1] / "README.md").read_text()
     assert settings_table() in readme
+
+
+def test_an_annoy_service_from_the_command_line(env: dict[str, str], data_dir: Path) -> None:
+    paths = make_folder(data_dir / "trees", 5)
+    created = run(
+        env,
+        *("service", "create", "trees", "--model", "resnet18", "--weights", "none", "--size", "64"),
+        *("--metric", "cosine", "--index-backend", "annoy", "--n-trees", "10"),
+    )
+    assert "created service trees" in created.stderr
+    run(env, "index", str(data_dir / "trees"), "--service", "trees")
+    assert "annoy(10 trees) over 5 vectors" in run(env, "build", "--service", "trees").stderr
+    found = json.loads(run(env, "search", str(paths[3]), "--service", "trees", "-k", "2", "--json").stdout)
+    assert found[0]["nns"][0]["uri"] == str(paths[3])
+    assert found[0]["nns"][0]["dist"] < 1e-2
+    refused = run(env, "service", "create", "bad", "--model", "resnet18", "--weights", "none", "--ondisk", ok=False)
+    assert refused.returncode != 0
+    assert "ondisk" in refused.stderr

@@ -117,14 +117,32 @@ def service_create(
     size: Annotated[int, typer.Option(help="Input width and height in pixels.")] = 224,
     metric: Annotated[str, typer.Option(help="l2 (reports Σ(q−x)²/D) or cosine (reports sqrt(2−2cos)).")] = "l2",
     index_type: Annotated[str, typer.Option(help="FAISS index_factory string used by `build`.")] = "Flat",
+    index_backend: Annotated[str, typer.Option(help="faiss or annoy.")] = "faiss",
+    nprobe: Annotated[int | None, typer.Option(help="IVF lists searched (default: lists / 20).")] = None,
+    ef_search: Annotated[int | None, typer.Option(help="HNSW search depth.")] = None,
+    train_samples: Annotated[int | None, typer.Option(help="Train IVF/PQ on this many random vectors.")] = None,
+    ondisk: Annotated[bool, typer.Option(help="IVF lists in a file beside the index, memory-mapped.")] = False,
+    n_trees: Annotated[int | None, typer.Option(help="Annoy: trees in the forest (default 50).")] = None,
     description: Annotated[str, typer.Option(help="Free text.")] = "",
 ) -> None:
     """Register an extractor service.
 
     Example: simsearch service create photos --model resnet50 --weights DEFAULT --metric cosine
+    Example: simsearch service create big --model resnet50 --index-type IVF4096,SQ8 --train-samples 200000
     """
     from simsearch import services
+    from simsearch.index import index_settings
 
+    given = {
+        "index_backend": index_backend,
+        "index_type": index_type,
+        "nprobe": nprobe,
+        "ef_search": ef_search,
+        "train_samples": train_samples,
+        "ondisk": ondisk,
+        "n_trees": n_trees,
+    }
+    settings = index_settings({key: value for key, value in given.items() if value is not None})
     engine = open_database(get_settings())
     with console.status(f"loading {model} ({weights})"):
         record = services.create_service(
@@ -135,7 +153,7 @@ def service_create(
             layer=layer,
             size=size,
             metric=metric,
-            index_type=index_type,
+            index=settings,
             description=description,
         )
     console.print(
