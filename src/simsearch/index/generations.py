@@ -235,7 +235,7 @@ class IndexCache:
         if self._thread is None:
             self._thread = threading.Thread(
                 target=store.listen_generations,
-                args=(self._engine, self._stop, self._announced, self._connected),
+                args=(self._engine, self._stop, self._announced, self._connected, self._listening.clear),
                 name="simsearch-generations",
                 daemon=True,
             )

@@ -3,6 +3,7 @@ service has a new ready index generation the moment the build commits."""
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Callable
 
@@ -10,6 +11,7 @@ import psycopg
 from sqlalchemy import Connection, Engine, text
 
 CHANNEL = "simsearch_generation"
+log = logging.getLogger("simsearch.store")
 
 
 def announce_generation(conn: Connection, service_id: int, build_id: int) -> None:
@@ -24,15 +26,17 @@ def listen_generations(
     stop: threading.Event,
     on_generation: Callable[[int, int], None],
     on_connect: Callable[[], None],
+    on_disconnect: Callable[[], None],
     *,
     poll_s: float = 1.0,
     retry_s: float = 2.0,
 ) -> None:
     """Call `on_generation(service_id, build_id)` for each announcement until `stop` is set.
 
-    Runs on its own connection, taken out of the pool. After every (re)connect `on_connect()` is
-    called, because announcements sent while no connection listened are lost: the caller re-reads
-    what is current. Connection failures (a Postgres restart) are retried every `retry_s`.
+    Runs on its own connection, taken out of the pool. `on_connect()` is called after every (re)connect,
+    because announcements sent while no connection listened are lost (the caller re-reads what is
+    current); `on_disconnect()` when the connection fails (a Postgres restart), retried every `retry_s`.
+    A failing callback is logged and does not stop the listening.
     """
     while not stop.is_set():
         try:
@@ -50,8 +54,13 @@ def listen_generations(
                     for note in conn.notifies(timeout=poll_s):
                         service_id, _, build_id = note.payload.partition(":")
                         if service_id.isdigit() and build_id.isdigit():
-                            on_generation(int(service_id), int(build_id))
+                            try:
+                                on_generation(int(service_id), int(build_id))
+                            except Exception:
+                                log.exception("loading announced generation %s failed", note.payload)
             finally:
                 conn.close()
-        except (psycopg.OperationalError, OSError):
+        except Exception:
+            log.warning("generation announcements: connection lost, retrying in %.0f s", retry_s, exc_info=True)
+            on_disconnect()
             stop.wait(retry_s)
