@@ -15,6 +15,7 @@ from sqlalchemy import Engine
 from simsearch import store
 from simsearch.errors import BadInput, Conflict
 from simsearch.index import IndexSettings, check_settings, remove_index_files
+from simsearch.input import under_roots
 from simsearch.models import Extractor, ModelSpec, load_extractor, resolve_weights
 from simsearch.models.spec import METRICS
 from simsearch.models.weights import is_file_weights
@@ -38,14 +39,6 @@ def _cached_extractor(spec: ModelSpec) -> Extractor:
 def extractor_for(service: ServiceRecord) -> Extractor:
     """The service's loaded model, shared by every caller in this process."""
     return _cached_extractor(service.spec)
-
-
-def _under(path: str, roots: Sequence[Path]) -> bool:
-    try:
-        resolved = Path(path).expanduser().resolve()
-    except (OSError, ValueError, RuntimeError):
-        return False
-    return any(resolved.is_relative_to(Path(root).resolve()) for root in roots)
 
 
 def check_name(name: str) -> str:
@@ -81,7 +74,7 @@ def create_service(
     name = check_name(name)
     for field, value in (("model", model), ("weights", weights), ("layer", layer), ("description", description)):
         store.check_storable(value, field)
-    if weights_roots is not None and is_file_weights(weights) and not _under(weights, weights_roots):
+    if weights_roots is not None and is_file_weights(weights) and not under_roots(weights, weights_roots):
         raise BadInput("weights", f"{weights} is outside the allowed data roots; set SIMSEARCH_DATA_ROOTS")
     if metric not in METRICS:
         raise BadInput("metric", f"{metric!r}: choose one of {', '.join(METRICS)}")

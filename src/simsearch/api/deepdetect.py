@@ -26,6 +26,7 @@ from simsearch.api.errors import DDError, wrong_json
 from simsearch.errors import BadInput, NotFound
 from simsearch.index import INDEX_KEYS, build_generation, check_settings, faiss_index, index_settings, stored_settings
 from simsearch.ingest import ingest
+from simsearch.input import under_roots
 from simsearch.search import SearchOptions, search_vectors
 from simsearch.store import Hit, ServiceRecord
 
@@ -238,8 +239,7 @@ def _repository(core: Core, repository: str | None) -> Path | None:
     if repository is None:
         return None
     path = Path(repository).expanduser().resolve()
-    roots = [Path(r).resolve() for r in [*core.settings.data_roots, core.settings.home]]
-    if not any(path.is_relative_to(root) for root in roots):
+    if not under_roots(path, [*core.settings.data_roots, core.settings.home]):
         raise BadInput("model.repository", f"{repository} is outside the allowed roots; set SIMSEARCH_DATA_ROOTS")
     existing = next(p for p in (path, *path.parents) if p.exists())
     if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):

@@ -7,7 +7,6 @@ import re
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Annotated, Any
 
 import msgspec
@@ -50,6 +49,7 @@ from simsearch.api.schemas import (
 from simsearch.errors import BadInput, NotFound
 from simsearch.index import build_generation, faiss_index, index_settings, stored_settings
 from simsearch.ingest import IngestReport, ingest
+from simsearch.input import under_roots
 from simsearch.search import SearchOptions, search_vectors
 from simsearch.store import BuildRecord, ImageRecord, ServiceRecord
 
@@ -116,14 +116,6 @@ def _fields_renamed(rename: Callable[[str], str]) -> Iterator[None]:
 
 def _data_as(name: str) -> Callable[[str], str]:
     return lambda field: re.sub(r"^data\[(\d+)\]", name, field)
-
-
-def _under_roots(core: Core, path: str) -> bool:
-    try:
-        resolved = Path(path).expanduser().resolve()
-    except (OSError, ValueError, RuntimeError):
-        return False
-    return any(resolved.is_relative_to(Path(root).resolve()) for root in core.roots)
 
 
 def _service_out(core: Core, service: ServiceRecord) -> ServiceOut:
@@ -216,7 +208,7 @@ def _query_vector(core: Core, service: ServiceRecord, query: str | bytes, field:
 def _is_directory(core: Core, item: str) -> bool:
     """A directory under the data roots (others are refused by ingest as outside the roots)."""
     try:
-        return os.path.isdir(item) and _under_roots(core, item)
+        return os.path.isdir(item) and under_roots(item, core.roots)
     except (OSError, ValueError):
         return False
 

@@ -2,6 +2,6 @@
 
 from simsearch.input.decode import Decoded, decode_image, probe_image
 from simsearch.input.fetch import UrlPolicy, fetch_url
-from simsearch.input.sources import Source, iter_sources
+from simsearch.input.sources import Source, iter_sources, under_roots
 
-__all__ = ["Decoded", "Source", "UrlPolicy", "decode_image", "fetch_url", "iter_sources", "probe_image"]
+__all__ = ["Decoded", "Source", "UrlPolicy", "decode_image", "fetch_url", "iter_sources", "probe_image", "under_roots"]

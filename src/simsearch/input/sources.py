@@ -65,6 +65,16 @@ def _under_roots(path: Path, roots: Sequence[Path]) -> bool:
     return any(path.is_relative_to(root) for root in roots)
 
 
+def under_roots(path: str | Path, roots: Sequence[Path]) -> bool:
+    """Whether `path`, with `~` and symlinks resolved, lies under one of `roots` (False when it
+    cannot be resolved). The one check for every path a client names: data, weights, repositories."""
+    try:
+        resolved = Path(path).expanduser().resolve()
+    except (OSError, ValueError, RuntimeError):
+        return False
+    return _under_roots(resolved, [Path(root).resolve() for root in roots])
+
+
 def _decode_base64(item: str) -> bytes | None:
     if not item or not frozenset(item.encode("ascii", "replace")) <= _BASE64_CHARS:
         return None
