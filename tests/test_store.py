@@ -29,7 +29,12 @@ def test_models_match_the_migrated_schema(engine: Engine) -> None:
 def test_migrations_round_trip(database_url: str) -> None:
     eng = store.make_engine(database_url)
     store.upgrade(eng)
-    assert store.db.current_revision(eng) == "0002"
+    assert store.db.current_revision(eng) == "0003"
+    store.db.downgrade(eng, "0002")
+    with eng.connect() as conn:
+        signature = "simsearch_join_hits(integer, integer[], bigint[], real[], jsonb)"
+        assert conn.execute(text(f"SELECT to_regprocedure('{signature}')")).scalar() is not None
+        assert conn.execute(text("SELECT to_regclass('objects')")).scalar() is None
     store.db.downgrade(eng, "0001")
     with eng.connect() as conn:
         signature = "simsearch_join_hits(integer, integer[], bigint[], real[])"
@@ -41,6 +46,9 @@ def test_migrations_round_trip(database_url: str) -> None:
     store.upgrade(eng)
     with eng.connect() as conn:
         assert conn.execute(text("SELECT count(*) FROM image_objects")).scalar() == 0
+        assert conn.execute(text("SELECT count(*) FROM objects")).scalar() == 0
+        signature = "simsearch_join_hits(integer, integer[], bigint[], real[], jsonb, text[], boolean)"
+        assert conn.execute(text(f"SELECT to_regprocedure('{signature}')")).scalar() is not None
     eng.dispose()
 
 

@@ -19,7 +19,19 @@ down_revision = None
 branch_labels = None
 depends_on = None
 
-SQL_FILES = ["views/image_objects.sql", "functions/join_hits.sql"]
+# The SQL as this revision made it. A later revision that changes a function carries the new text (it
+# reads sql/), so the text here stays frozen and a database migrated step by step matches a fresh one.
+JOIN_HITS_V1 = """CREATE FUNCTION simsearch_join_hits(
+    p_service_id integer, p_query integer[], p_embedding_id bigint[], p_dist real[])
+RETURNS TABLE (query_no integer, embedding_id bigint, dist real, image_id bigint, roi_id bigint, uri text,
+               width integer, height integer, sha256 text, metadata jsonb)
+LANGUAGE sql STABLE PARALLEL SAFE AS $$
+    SELECT h.q, e.id, h.d, i.id, e.roi_id, i.uri, i.width, i.height, i.sha256, i.metadata
+    FROM unnest(p_query, p_embedding_id, p_dist) AS h(q, eid, d)
+    JOIN embedding e ON e.id = h.eid AND e.service_id = p_service_id
+    JOIN image i ON i.id = e.image_id
+    ORDER BY h.q, h.d, e.id
+$$"""
 
 
 def _created_at(name: str = "created_at") -> sa.Column:
@@ -108,14 +120,12 @@ def upgrade() -> None:
         sa.CheckConstraint("status IN ('building', 'ready', 'failed', 'retired')", name="status"),
     )
     op.create_index("ix_index_build_service_id_status", "index_build", ["service_id", "status"])
-    for name in SQL_FILES:
-        op.execute(read_sql(name))
+    op.execute(read_sql("views/image_objects.sql"))
+    op.execute(JOIN_HITS_V1)
 
 
 def downgrade() -> None:
     op.execute("DROP FUNCTION IF EXISTS simsearch_join_hits(integer, integer[], bigint[], real[])")
-    # sql/functions/join_hits.sql is read at upgrade time: a fresh database gets its newest signature
-    op.execute("DROP FUNCTION IF EXISTS simsearch_join_hits(integer, integer[], bigint[], real[], jsonb)")
     op.execute("DROP VIEW IF EXISTS image_objects")
     for table in ["index_build", "embedding", "roi", "category", "image", "service"]:
         op.drop_table(table)

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
+from functools import partial
 from itertools import islice
 from pathlib import Path
 from typing import Any
@@ -53,7 +54,18 @@ class _Batch:
     skipped: list[str]
 
 
-def _stored_uri(source: Source, uris: Sequence[str | None] | None) -> str:
+def check_source(source: Source, *, max_pixels: int) -> None:
+    """An explicit item's header: readable, an image, within the pixel limit (before anything is written)."""
+    field_name = f"data[{source.position}]"
+    try:
+        probe_image(source.head(), max_pixels=max_pixels, field=field_name)
+    except OSError as exc:
+        raise BadInput(field_name, f"could not read {source.uri}: {exc}") from exc
+    except BadInput as exc:
+        raise BadInput(field_name, f"{source.uri}: {exc.reason}") from exc
+
+
+def stored_uri(source: Source, uris: Sequence[str | None] | None) -> str:
     if uris is not None and source.explicit and uris[source.position] is not None:
         return str(uris[source.position])
     return source.uri
@@ -76,7 +88,7 @@ def _prepare(
                 raise BadInput(exc.field, f"{source.uri}: {exc.reason}") from exc
             skipped.append(source.uri)  # a file in a directory that is not an image
             continue
-        stored = _stored_uri(source, uris)
+        stored = stored_uri(source, uris)
         images.append(
             NewImage(
                 uri=stored,
@@ -152,16 +164,7 @@ def ingest(
     if extractor.dim != service.dim:
         raise BadInput("service", f"the model makes {extractor.dim}-d vectors, {service.name} stores {service.dim}-d")
 
-    def check(source: Source) -> None:
-        field_name = f"data[{source.position}]"
-        try:
-            probe_image(source.head(), max_pixels=max_pixels, field=field_name)
-        except OSError as exc:
-            raise BadInput(field_name, f"could not read {source.uri}: {exc}") from exc
-        except BadInput as exc:
-            raise BadInput(field_name, f"{source.uri}: {exc.reason}") from exc
-
-    sources = iter_sources(data, roots=roots, check=check, urls=urls)
+    sources = iter_sources(data, roots=roots, check=partial(check_source, max_pixels=max_pixels), urls=urls)
     report = IngestReport()
     meta = metadata
     with (

@@ -20,9 +20,12 @@ _EVERY_LIST = 1 << 22  # an nprobe at least as large as any IVF's list count (se
 
 @dataclass(frozen=True, slots=True)
 class SearchOptions:
-    """Per-call knobs: a jsonb containment filter on image metadata, and the ANN search depth."""
+    """Per-call knobs: filters (image metadata containment, object categories, objects only) and the ANN
+    search depth."""
 
     where: dict[str, Any] | None = None
+    categories: tuple[str, ...] | None = None  # only stored objects of these categories
+    objects_only: bool = False  # only object vectors (not whole-image ones)
     nprobe: int | None = None
     ef_search: int | None = None
     search_k: int | None = None  # Annoy
@@ -102,11 +105,20 @@ def search_vectors(
         k_index, widened = k, False
         while True:
             ids, dist = _candidates(index, tail, queries, k_index, service.metric, options)
-            hits = store.join_hits(conn, service.id, ids, dist.astype(np.float32), where=options.where)
+            hits = store.join_hits(
+                conn,
+                service.id,
+                ids,
+                dist.astype(np.float32),
+                where=options.where,
+                categories=options.categories,
+                objects_only=options.objects_only,
+            )
             if all(len(h) >= k for h in hits):
                 return [h[:k] for h in hits]
             dropped = int((ids >= 0).sum()) > sum(len(h) for h in hits)
-            if not dropped and options.where is None:
+            filtered = options.where is not None or options.categories is not None or options.objects_only
+            if not dropped and not filtered:
                 return [h[:k] for h in hits]  # nothing was filtered: the index has no more within its search
             if k_index >= total:
                 if widened or index is None:

@@ -16,7 +16,7 @@ from simsearch import store
 from simsearch.errors import BadInput, Conflict
 from simsearch.index import IndexSettings, check_settings, remove_index_files
 from simsearch.input import under_roots
-from simsearch.models import Extractor, ModelSpec, load_extractor, resolve_weights
+from simsearch.models import Detector, Extractor, ModelSpec, is_detector, load_detector, load_extractor, resolve_weights
 from simsearch.models.spec import METRICS
 from simsearch.models.weights import is_file_weights
 from simsearch.store import ServiceRecord
@@ -36,9 +36,30 @@ def _cached_extractor(spec: ModelSpec) -> Extractor:
         return _load_once(spec)
 
 
+@lru_cache(maxsize=8)
+def _load_detector_once(spec: ModelSpec) -> Detector:
+    return load_detector(spec)
+
+
+def _cached_detector(spec: ModelSpec) -> Detector:
+    with _LOADING:
+        return _load_detector_once(spec)
+
+
 def extractor_for(service: ServiceRecord) -> Extractor:
     """The service's loaded model, shared by every caller in this process."""
+    if service.kind == "detector":
+        raise BadInput("service", f"{service.name} is a detector service: it finds objects, use it for object search")
     return _cached_extractor(service.spec)
+
+
+def detector_for(service: ServiceRecord) -> Detector:
+    """The detector service's loaded model, shared by every caller in this process."""
+    if service.kind != "detector":
+        raise BadInput(
+            "service", f"{service.name} is an extractor service ({service.model}): it makes no boxes; use a detector"
+        )
+    return _cached_detector(service.spec)
 
 
 def check_name(name: str) -> str:
@@ -56,7 +77,7 @@ def create_service(
     model: str,
     weights: str = "DEFAULT",
     layer: str | None = None,
-    size: int = 224,
+    size: int | None = None,
     metric: str = "l2",
     index_type: str = "Flat",
     index: IndexSettings | None = None,
@@ -66,6 +87,10 @@ def create_service(
     weights_roots: Sequence[Path] | None = None,
 ) -> ServiceRecord:
     """Validate everything (model, weights, layer, metric, index settings), then insert the service row.
+
+    A detection model (`models.is_detector`) makes a detector service: its vectors, when the model has
+    them, are one per detected box (`dim` 0 when it has none). `size` None: 224 for extractors, the
+    model's own input size (0) for detectors.
 
     A service removed with `detach_service` (DeepDetect's clear=mem) is re-attached, with its stored
     vectors, when the model makes the same vectors (same model, weights, input size, layer, metric);
@@ -78,7 +103,10 @@ def create_service(
         raise BadInput("weights", f"{weights} is outside the allowed data roots; set SIMSEARCH_DATA_ROOTS")
     if metric not in METRICS:
         raise BadInput("metric", f"{metric!r}: choose one of {', '.join(METRICS)}")
-    if not 16 <= size <= 4096:
+    detector = is_detector(model)
+    if size is None:
+        size = 0 if detector else 224
+    if not (16 <= size <= 4096 or (detector and size == 0)):
         raise BadInput("size", f"{size}: must be between 16 and 4096 pixels")
     settings = index or IndexSettings(index_type=index_type)
     spec = ModelSpec(
@@ -88,8 +116,10 @@ def create_service(
         size=size,
         metric="cosine" if metric == "cosine" else "l2",
     )
-    extractor = _cached_extractor(spec)
-    check_settings(settings, extractor.dim, metric)  # a bad index string is refused now, not at the first build
+    made: Extractor | Detector = _cached_detector(spec) if detector else _cached_extractor(spec)
+    made_layer = getattr(made, "layer", None) or ("box_head" if made.dim else "")
+    if made.dim:  # a bad index string is refused now, not at the first build
+        check_settings(settings, made.dim, metric)
     index_values = settings.to_dict() | ({"repository": str(repository)} if repository else {})
     given = params or {
         "model": model,
@@ -107,7 +137,7 @@ def create_service(
                 spec.weights,
                 size,
                 metric,
-            ) and (layer is None or extractor.layer == existing.layer)
+            ) and (layer is None or made_layer == existing.layer)
             if not same:
                 raise Conflict(
                     f"service {name!r} was removed with clear=mem and its stored vectors come from "
@@ -120,13 +150,13 @@ def create_service(
         return store.create_service(
             conn,
             name=name,
-            kind="extractor",
+            kind="detector" if detector else "extractor",
             model=model,
             weights=spec.weights,
-            layer=extractor.layer,
+            layer=made_layer,
             input_size=size,
             metric=metric,
-            dim=extractor.dim,
+            dim=made.dim,
             description=description,
             index_settings=index_values,
             params=given,
@@ -155,6 +185,8 @@ def extractor_at(
     while the service stores none. A plain extraction (`stored=False`) may use any layer. Nothing is
     written here: `ingest` records a new layer in the transaction that writes the first vectors.
     """
+    if service.kind == "detector":
+        raise BadInput("service", f"{service.name} is a detector service; its vectors are per object (rois)")
     if layer is None or layer == service.layer:
         return service, extractor_for(service)
     extractor = _cached_extractor(replace(service.spec, layer=layer))

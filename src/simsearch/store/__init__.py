@@ -14,8 +14,18 @@ from simsearch.store.db import embedded_postgres, make_engine, upgrade
 from simsearch.store.hits import join_hits
 from simsearch.store.images import get_image, image_vector, list_images, update_metadata
 from simsearch.store.notify import CHANNEL, announce_generation, listen_generations
+from simsearch.store.objects import SCORES, category_ids, image_objects, rank_images, replace_objects
 from simsearch.store.read import VectorSet, max_embedding_id, read_recent_vectors, read_service_vectors
-from simsearch.store.records import BuildRecord, Hit, ImageRecord, NewImage, ServiceRecord
+from simsearch.store.records import (
+    BuildRecord,
+    Hit,
+    ImageRecord,
+    NewImage,
+    NewObject,
+    ObjectRecord,
+    RankedImage,
+    ServiceRecord,
+)
 from simsearch.store.services import (
     count_vectors,
     create_service,
@@ -34,13 +44,18 @@ from simsearch.store.write import delete_images, replace_image_vectors, upsert_i
 
 __all__ = [
     "CHANNEL",
+    "SCORES",
     "BuildRecord",
     "Hit",
     "ImageRecord",
     "NewImage",
+    "NewObject",
+    "ObjectRecord",
+    "RankedImage",
     "ServiceRecord",
     "VectorSet",
     "announce_generation",
+    "category_ids",
     "check_storable",
     "count_vectors",
     "create_service",
@@ -55,6 +70,7 @@ __all__ = [
     "finish_build",
     "get_image",
     "get_service",
+    "image_objects",
     "image_vector",
     "join_hits",
     "list_builds",
@@ -64,11 +80,13 @@ __all__ = [
     "lock_builds",
     "make_engine",
     "max_embedding_id",
+    "rank_images",
     "read_recent_vectors",
     "read_service_vectors",
     "reattach_service",
     "record_layer",
     "replace_image_vectors",
+    "replace_objects",
     "set_layer",
     "start_build",
     "unlock_builds",

@@ -81,3 +81,50 @@ class Hit:
     height: int
     sha256: str
     metadata: dict[str, Any]
+    # the stored object's box (xmin, ymin, xmax, ymax in source pixels), category and probability;
+    # None for whole-image vectors
+    category: str | None = None
+    prob: float | None = None
+    bbox: tuple[float, float, float, float] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class NewObject:
+    """A detected box to store, with the vector a service made of it (None: the box only)."""
+
+    image_id: int
+    bbox: tuple[float, float, float, float]  # xmin, ymin, xmax, ymax in source pixels, ymin = top
+    prob: float
+    category: str | None
+    vector: Any = None  # np.ndarray (dim,) float32
+
+
+@dataclass(frozen=True, slots=True)
+class ObjectRecord:
+    roi_id: int
+    image_id: int
+    category: str | None
+    prob: float
+    bbox: tuple[float, float, float, float]
+    detector: str  # the service that found it
+    embedded_by: list[str]  # services that store a vector of it
+    created_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class RankedImage:
+    """An image ranked by its objects' hits (sql/functions/rank_images.sql)."""
+
+    image_id: int
+    uri: str
+    width: int
+    height: int
+    sha256: str
+    metadata: dict[str, Any]
+    score: float
+    hit_count: int
+    query_count: int
+    mean_dist: float
+    min_dist: float
+    # [{query, embedding_id, roi_id, dist, bbox, category, prob}] by query, then distance
+    matches: list[dict[str, Any]]

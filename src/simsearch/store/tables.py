@@ -89,7 +89,11 @@ class Roi(Base):
     prefix because Postgres reserves xmin and xmax."""
 
     __tablename__ = "roi"
-    __table_args__ = (Index("ix_roi_image_id", "image_id"),)
+    __table_args__ = (
+        Index("ix_roi_image_id", "image_id"),
+        Index("ix_roi_service_id_image_id", "service_id", "image_id"),
+        Index("ix_roi_category_id", "category_id"),
+    )
 
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
     image_id: Mapped[int] = mapped_column(ForeignKey("image.id", ondelete="CASCADE"))
@@ -100,6 +104,7 @@ class Roi(Base):
     bbox_ymin: Mapped[float] = mapped_column(Float)
     bbox_xmax: Mapped[float] = mapped_column(Float)
     bbox_ymax: Mapped[float] = mapped_column(Float)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
 
 
 class Embedding(Base):
@@ -111,6 +116,7 @@ class Embedding(Base):
         Index("ix_embedding_service_id_id", "service_id", "id"),
         Index("ix_embedding_image_id", "image_id"),
         Index("ix_embedding_service_id_image_id", "service_id", "image_id"),
+        Index("ix_embedding_roi_id", "roi_id"),
     )
 
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
