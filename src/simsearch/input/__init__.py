@@ -1,7 +1,19 @@
-"""Input: strings naming files, directories, base64 bytes or URLs -> sources -> decoded RGB pixels."""
+"""Input: strings naming files, directories, base64 bytes or URLs -> sources -> decoded RGB pixels (and crops)."""
 
+from simsearch.input.crop import crop_box, crop_boxes
 from simsearch.input.decode import Decoded, decode_image, probe_image
 from simsearch.input.fetch import UrlPolicy, fetch_url
 from simsearch.input.sources import Source, iter_sources, under_roots
 
-__all__ = ["Decoded", "Source", "UrlPolicy", "decode_image", "fetch_url", "iter_sources", "probe_image", "under_roots"]
+__all__ = [
+    "Decoded",
+    "Source",
+    "UrlPolicy",
+    "crop_box",
+    "crop_boxes",
+    "decode_image",
+    "fetch_url",
+    "iter_sources",
+    "probe_image",
+    "under_roots",
+]

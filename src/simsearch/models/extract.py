@@ -1,10 +1,12 @@
-"""Feature extraction: any torchvision classification backbone, any layer, pooled to one vector."""
+"""Feature extraction: any torchvision classification backbone, any layer, pooled to one vector;
+or dlib's face descriptor (faces.py). Both fit the `Extractor` protocol."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from functools import lru_cache
 from pathlib import Path
+from typing import Any, Protocol
 
 import cv2
 import numpy as np
@@ -14,10 +16,27 @@ from torchvision import models as tv_models
 from torchvision.models.feature_extraction import create_feature_extractor, get_graph_node_names
 
 from simsearch.errors import BadInput
+from simsearch.models.detect import is_detector
 from simsearch.models.spec import ModelSpec
 from simsearch.models.weights import load_state_dict, normalisation
 
 SEED = 0  # weights "none": the same random network in every process, for tests
+FACE_DESCRIPTOR = "dlib:face_descriptor"
+
+
+class Extractor(Protocol):
+    """What ingest and search use: preprocess (off the model thread), forward, or both at once (embed)."""
+
+    spec: ModelSpec
+    dim: int
+    layer: str
+    device: torch.device
+
+    def preprocess(self, images: Sequence[np.ndarray]) -> Any: ...  # noqa: ANN401 - each model's own batch type
+
+    def forward(self, batch: Any) -> np.ndarray: ...  # noqa: ANN401 - what preprocess returned
+
+    def embed(self, images: Sequence[np.ndarray]) -> np.ndarray: ...
 
 
 @lru_cache(maxsize=1)
@@ -34,11 +53,13 @@ def _cpu_has_bf16() -> bool:
 
 
 def _build_model(spec: ModelSpec) -> nn.Module:
+    if is_detector(spec.model):
+        raise BadInput("model", f"{spec.model} is an object detector; load it with load_detector")
     if spec.model not in classification_models():
         raise BadInput(
             "model",
             f"unknown model {spec.model!r}; choose a torchvision classification model, e.g. "
-            "resnet50, resnet18, mobilenet_v2, efficientnet_b0, convnext_tiny, vit_b_16",
+            f"resnet50, resnet18, mobilenet_v2, efficientnet_b0, convnext_tiny, vit_b_16, or {FACE_DESCRIPTOR}",
         )
     if spec.weights == "none":
         with torch.random.fork_rng(devices=[]):
@@ -66,8 +87,8 @@ def default_layer(model: nn.Module) -> str:
     return str(nodes[i])
 
 
-class Extractor:
-    """A loaded backbone cut at one layer; owns the model's memory, so it is a class."""
+class TorchExtractor:
+    """A loaded torchvision backbone cut at one layer; owns the model's memory, so it is a class."""
 
     def __init__(self, spec: ModelSpec, *, device: str | None = None) -> None:
         self.spec = spec
@@ -128,4 +149,8 @@ class Extractor:
 
 
 def load_extractor(spec: ModelSpec, *, device: str | None = None) -> Extractor:
-    return Extractor(spec, device=device)
+    if spec.model == FACE_DESCRIPTOR:
+        from simsearch.models.faces import FaceDescriptor  # imports dlib, an optional dependency
+
+        return FaceDescriptor(spec, device=device)
+    return TorchExtractor(spec, device=device)
