@@ -237,7 +237,7 @@ DD_CASES = [
     P("POST", "/predict", {"json": predict(data=[GOOD], index=True, binarized="true")}, 400, 400,
       "parameters.output.binarized", id="dd-binarized-string"),
     P("POST", "/predict", {"json": predict(data=[GOOD], index=True, rois="rois")}, 400, 1006,
-      "parameters.output.rois", id="dd-rois-not-yet"),
+      "parameters.output.rois", id="dd-rois-on-extractor"),
     P("POST", "/predict", {"json": predict(data=[GOOD], index=True, index_type="IVF-nonsense")}, 400, 1006,
       "parameters.output.index_type", id="dd-index-bad-index-type"),
     P("POST", "/predict", {"json": predict(data=[GOOD], index=True, nprobe=0)}, 400, 1006,

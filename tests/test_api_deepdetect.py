@@ -188,10 +188,10 @@ def test_unknown_route_and_wrong_method_are_envelopes(client: Client) -> None:
 
 
 @pytest.mark.parametrize("method", ["PUT", "POST"])
-def test_chain_is_not_available_yet(client: Client, method: str) -> None:
+def test_chain_route_answers_envelopes(client: Client, method: str) -> None:
+    """Both methods reach the chain (object search: tests/test_api_objects_deepdetect.py)."""
     chain = {"chain": {"calls": [{"service": "faces", "data": ["x"]}, {"id": "crop", "action": {"type": "crop"}}]}}
-    msg = _error(client.request(method, "/chain/objects", json=chain), 400, 1006, "Service Bad Request Error: ")
-    assert "not available yet" in msg
+    _error(client.request(method, "/chain/objects", json=chain), 404, 1002, "Service Not Found: ")
     _error(client.request(method, "/chain/objects", content=b"{not json"), 400, None)
 
 

@@ -1,7 +1,8 @@
 """DeepDetect's simsearch API (/info, /services/{name}, /predict, /chain/{name}): translation only.
 
 Requests are parsed by hand so that each wrong key gets DeepDetect's own error code; the work is done
-by `services`, `ingest`, `index` and `search`, the same functions as the native face and the CLI.
+by `services`, `ingest`, `objects`, `index` and `search`, the same functions as the native face and the
+CLI. Chains (/chain/{name}) are parsed and run in `chain.py`.
 """
 
 from __future__ import annotations
@@ -20,15 +21,17 @@ from litestar.handlers import HTTPRouteHandler
 from litestar.params import FromPath, FromQuery
 from litestar.status_codes import HTTP_200_OK
 
-from simsearch import __version__, services, store
+from simsearch import __version__, objects, services, store
 from simsearch.api.app import Core, authorize, core_of, read_guard
 from simsearch.api.errors import DDError, wrong_json
 from simsearch.errors import BadInput, NotFound
 from simsearch.index import INDEX_KEYS, build_generation, check_settings, faiss_index, index_settings, stored_settings
 from simsearch.ingest import ingest
 from simsearch.input import under_roots
+from simsearch.models import is_detector
+from simsearch.objects import Detection, ObjectImage
 from simsearch.search import SearchOptions, search_vectors
-from simsearch.store import Hit, ServiceRecord
+from simsearch.store import Hit, RankedImage, ServiceRecord
 
 _OTHER_LIBS = ("caffe", "caffe2", "tf", "tensorflow", "tensorrt", "ncnn", "xgboost", "dlib", "tsne")
 _RANDOM_WEIGHTS = "weights: none: random initialisation, the vectors mean nothing (for tests only)"
@@ -48,6 +51,7 @@ _OUTPUT_TYPES: dict[str, _Kinds] = {
     "bbox": bool,
     "multibox_rois": bool,
     "multibox_roi": bool,
+    "rois": str,  # DeepDetect passes "rois" (the name of its ROI layer): any string turns object vectors on
     "metric": str,
     "index_backend": str,
     "index_type": str,
@@ -208,10 +212,12 @@ def _create(core: Core, name: str, body: _JSON) -> Response[_JSON]:
     model = _take(body, "model", dict, "", {})
     repository = _take(model, "repository", str, "model")
     _check_output(output)  # they become the defaults of every predict: refused now, not on each call
+    if not is_detector(template):
+        _no_object_flags(output.get("rois") is not None, _multibox(output), f"{template} makes whole-image vectors")
     backend = output.get("index_backend", "faiss")
     metric = output.get("metric", "cosine" if backend == "annoy" else "l2")
     settings = index_settings({k: output[k] for k in INDEX_KEYS if k in output})
-    size = _input_size(inp) or 224
+    size = _input_size(inp)  # None: 224 for extractors, a detector's own input size (cascades: the image's)
     folder = _repository(core, repository)
     record = services.create_service(
         core.engine,
@@ -296,6 +302,8 @@ def delete_service(
 
 @dataclass(slots=True)
 class _Predict:
+    """One service call, checked: a predict, or a service call of a chain."""
+
     service: ServiceRecord
     data: list[str]
     index_uris: list[str] | None
@@ -310,6 +318,11 @@ class _Predict:
     search_k: int | None = None
     index_values: _JSON | None = None  # new index settings of an index/build call, stored once it succeeded
     warnings: list[str] = field(default_factory=list)
+    # detector services
+    rois: bool = False  # each box's own vector (Faster R-CNN box head)
+    multibox: bool = False  # rank whole images by their objects
+    bbox: bool = False
+    confidence_threshold: float = 0.0
 
 
 def _flag(output: _JSON, key: str) -> bool:
@@ -323,9 +336,27 @@ def _check_output(output: _JSON) -> None:
     k = output.get("search_nn")
     if k is not None and k < 1:
         raise BadInput("parameters.output.search_nn", f"must be at least 1, got {k}")
-    if output.get("rois") is not None or output.get("multibox_rois") or output.get("multibox_roi"):
-        key = "rois" if output.get("rois") is not None else "multibox_rois"
-        raise BadInput(f"parameters.output.{key}", "object search (rois, multibox_rois, /chain) is not available yet")
+    threshold = output.get("confidence_threshold")
+    if threshold is not None and not 0.0 <= threshold <= 1.0:  # NaN fails too
+        raise BadInput("parameters.output.confidence_threshold", f"must be between 0 and 1, got {threshold}")
+    best = output.get("best")
+    if best is not None and best < 1:
+        raise BadInput("parameters.output.best", f"must be at least 1, got {best}")
+
+
+def _multibox(output: _JSON) -> bool:
+    """`multibox_rois`, or `multibox_roi` as DeepDetect's tutorial spells it."""
+    return bool(output.get("multibox_rois") or output.get("multibox_roi"))
+
+
+def _no_object_flags(rois: bool, multibox: bool, what: str) -> None:
+    """rois and multibox_rois need a detector service: refused for an extractor (`what` says which)."""
+    if rois or multibox:
+        raise BadInput(
+            f"parameters.output.{'rois' if rois else 'multibox_rois'}",
+            f"object search needs a detector service, and {what}: create one with a detection template "
+            "(e.g. fasterrcnn_mobilenet_v3_large_fpn) for rois, or run a /chain of a detector, a crop and this service",
+        )
 
 
 def _parse_predict(core: Core, body: _JSON) -> _Predict:
@@ -337,6 +368,19 @@ def _parse_predict(core: Core, body: _JSON) -> _Predict:
         service = store.get_service(conn, name.lower())
     data = _strings(body, "data", "") or []
     index_uris = _strings(body, "index_uris", "")
+    call = parse_call(core, service, body, data, index_uris)
+    if service.kind == "detector":
+        _check_detector_call(call)
+    else:
+        _no_object_flags(call.rois, call.multibox, f"{service.name} is an extractor service ({service.model})")
+    return call
+
+
+def parse_call(
+    core: Core, service: ServiceRecord, body: _JSON, data: list[str], index_uris: list[str] | None
+) -> _Predict:
+    """A call's `parameters` checked against its service (the service's creation defaults under the call's
+    own output flags); `data` and `index_uris` are the call's (a chain's extractor call: the detector's)."""
     inp, mllib, given = _sections(body)
     output = service.params.get("deepdetect", {}).get("parameters", {}).get("output", {}) | given
     size = _input_size(inp)
@@ -360,13 +404,21 @@ def _parse_predict(core: Core, body: _JSON) -> _Predict:
     )
     request.binarized = _flag(output, "binarized")
     request.k = min(_take(output, "search_nn", int, "parameters.output", 10), 10_000)
+    request.rois, request.multibox, request.bbox = (
+        output.get("rois") is not None,
+        _multibox(output),
+        _flag(output, "bbox"),
+    )
+    request.confidence_threshold = float(output.get("confidence_threshold", 0.0))
+    # `best` (categories kept per box) is checked and needs nothing more: every simsearch detector gives
+    # each box exactly one category, so any best >= 1 answers the same
     settings = index_settings(
         {k: output[k] for k in INDEX_KEYS if k in output}, base=stored_settings(service.index_settings)
     )
     request.nprobe, request.ef_search, request.search_k = settings.nprobe, settings.ef_search, settings.search_k
     per_search = ("nprobe", "ef_search", "search_k")  # apply to this call only (DeepDetect made nprobe sticky)
     changes = {k: output[k] for k in INDEX_KEYS if k in given and k not in per_search}
-    if (request.index or request.build) and changes:
+    if (request.index or request.build) and changes and service.dim > 0:  # a box-only detector has no index
         request.index_values = _index_values(service, changes)
     request.warnings += _gpu_warnings(settings.gpu)
     if service.weights == "none":
@@ -376,6 +428,43 @@ def _parse_predict(core: Core, body: _JSON) -> _Predict:
     if data and len(data) > core.settings.max_items:
         raise BadInput("data", f"{len(data)} items; at most {core.settings.max_items} per call (SIMSEARCH_MAX_ITEMS)")
     return request
+
+
+def _check_detector_call(call: _Predict) -> None:
+    """What a predict on a detector service can do: boxes, stored with index; with rois (a detector that
+    makes box vectors), each box's vector indexed, built and searched in the detector service itself."""
+    service = call.service
+    if call.layer is not None and call.layer != service.layer:
+        raise BadInput(
+            "parameters.mllib.extract_layer",
+            f"{call.layer!r}: {service.name} is a detector service"
+            + (f"; its box vectors come from {service.layer!r}" if service.dim else " and makes no vectors"),
+        )
+    if call.rois and service.dim == 0:
+        raise BadInput(
+            "parameters.output.rois",
+            f"{service.name} ({service.model}) makes no vector per box: use a Faster R-CNN template "
+            "(e.g. fasterrcnn_mobilenet_v3_large_fpn) for rois, or a /chain of this detector, a crop and an "
+            "extractor service (e.g. resnet50 or dlib:face_descriptor)",
+        )
+    if call.rois:
+        return
+    if call.search:
+        raise BadInput(
+            "parameters.output.search",
+            f'{service.name} is a detector service: search its objects with "rois" (Faster R-CNN templates) '
+            "or through a /chain with an extractor service",
+        )
+    if call.multibox:
+        raise BadInput(
+            "parameters.output.multibox_rois", "ranks images by their objects' hits: it needs rois and search"
+        )
+    if call.build and service.dim == 0:
+        raise BadInput(
+            "parameters.output.build_index",
+            f"{service.name} ({service.model}) stores boxes, no vectors: there is no index to build; "
+            "build the extractor service of your /chain instead",
+        )
 
 
 def _index_values(service: ServiceRecord, changes: _JSON) -> _JSON:
@@ -395,11 +484,34 @@ def _nns(hits: list[Hit]) -> list[_JSON]:
     return [{"uri": h.uri, "dist": h.dist} | ({"metadata": h.metadata} if h.metadata else {}) for h in hits]
 
 
+def build_index(core: Core, service: ServiceRecord) -> None:
+    build_generation(core.engine, service, core.settings.index_dir)
+    core.indexes.invalidate(service.id)  # this call's own search sees the new generation
+
+
 def _predict(core: Core, body: _JSON, request: Request[Any, Any, Any]) -> Response[_JSON]:
     started = time.perf_counter()
     call = _parse_predict(core, body)
     if call.index or call.build:  # also when a creation default turns them on
         authorize(request, "admin")
+    if call.service.kind == "detector":
+        predictions, skipped = _predict_objects(core, call)
+    else:
+        predictions, skipped = _predict_images(core, call)
+    if predictions:
+        predictions[-1]["last"] = True
+    head = {
+        "method": "/predict",
+        "service": call.service.name,
+        "time": round((time.perf_counter() - started) * 1000, 3),
+        "skipped": skipped or None,
+        "warning": _warning(call.warnings),
+    }
+    return _ok(head, {"predictions": predictions})
+
+
+def _predict_images(core: Core, call: _Predict) -> tuple[list[_JSON], int]:
+    """Whole-image vectors of an extractor service: index, build_index, search."""
     # Nothing is written before the input is read: the layer and new index settings are stored after.
     service, extractor = services.extractor_at(core.engine, call.service, call.layer, stored=call.index or call.search)
     if call.index_values is not None:
@@ -432,8 +544,7 @@ def _predict(core: Core, body: _JSON, request: Request[Any, Any, Any]) -> Respon
         vectors = [p.vector for p in report.predictions]
     # (a new extract_layer was recorded by ingest, in the transaction of the first vectors)
     if call.build:
-        build_generation(core.engine, service, core.settings.index_dir)
-        core.indexes.invalidate(service.id)  # this call's own search sees the new generation
+        build_index(core, service)
     if call.index_values is not None:  # reached only when the index and build steps succeeded
         _set_index_settings(core, service.id, call.index_values)
     if call.search and predictions:
@@ -442,16 +553,130 @@ def _predict(core: Core, body: _JSON, request: Request[Any, Any, Any]) -> Respon
         for entry, found in zip(predictions, hits, strict=True):
             if found:
                 entry["nns"] = _nns(found)
-    if predictions:
-        predictions[-1]["last"] = True
-    head = {
-        "method": "/predict",
-        "service": service.name,
-        "time": round((time.perf_counter() - started) * 1000, 3),
-        "skipped": skipped or None,
-        "warning": _warning(call.warnings),
-    }
-    return _ok(head, {"predictions": predictions})
+    return predictions, skipped
+
+
+# ---- objects: detector services (and the chains of chain.py) -----------------------------------
+
+
+def detect_objects(
+    core: Core,
+    how: Detection,
+    call: _Predict,
+    *,
+    detector: ServiceRecord,
+    service: ServiceRecord | None,
+) -> tuple[list[ObjectImage], int, set[str]]:
+    """The call's images with their objects, the number of directory files skipped, and the stored uris
+    of the images stored (call.index: each image's boxes as `detector`'s, their vectors in `service`)."""
+    if not call.data:
+        return [], 0, set()
+    roots, max_pixels, batch_size = core.roots, core.settings.max_pixels, core.settings.batch_size
+    if call.index:  # one transaction: every explicit item is checked before the first write
+        report = objects.index_objects(
+            core.engine,
+            detector,
+            service,
+            call.data,
+            how,
+            roots=roots,
+            max_pixels=max_pixels,
+            batch_size=batch_size,
+            atomic=True,
+            uris=call.index_uris,
+            urls=core.urls,
+        )
+        return report.images, len(report.skipped), set(report.image_ids)
+    images: list[ObjectImage] = []
+    skipped = 0
+    found = objects.find_objects(
+        call.data, how, roots=roots, max_pixels=max_pixels, batch_size=batch_size, uris=call.index_uris, urls=core.urls
+    )
+    for batch, passed in found:
+        images.extend(batch)
+        skipped += len(passed)
+    return images, skipped, set()
+
+
+def search_objects(
+    core: Core, service: ServiceRecord, images: list[ObjectImage], call: _Predict
+) -> list[list[list[Hit]]]:
+    """For each image, for each of its objects: its `call.k` nearest stored objects of `service`."""
+    options = SearchOptions(nprobe=call.nprobe, ef_search=call.ef_search, search_k=call.search_k)
+    return objects.search_objects(core.engine, service, core.indexes.current(service), images, call.k, options)
+
+
+def ranked_nns(core: Core, service: ServiceRecord, hits: list[list[Hit]], k: int) -> list[_JSON]:
+    """multibox_rois: the images ranked by the mean distance of the query objects' hits, as `nns`."""
+    ranked: list[RankedImage] = objects.rank_images(core.engine, service, hits, score="mean", limit=k)
+    return [{"uri": r.uri, "dist": r.score} | ({"metadata": r.metadata} if r.metadata else {}) for r in ranked]
+
+
+def shown_uri(image: ObjectImage) -> str:
+    """A prediction's uri: the string as given, or the position in `data` of base64 content."""
+    return str(image.position) if image.from_bytes else image.source_uri
+
+
+def bbox(box: tuple[float, float, float, float]) -> _JSON:
+    return {"xmin": box[0], "ymin": box[1], "xmax": box[2], "ymax": box[3]}
+
+
+def found_class(found: objects.FoundObject, *, with_bbox: bool) -> _JSON:
+    return {"cat": found.category, "prob": found.prob} | ({"bbox": bbox(found.bbox)} if with_bbox else {})
+
+
+def object_nns(hits: list[Hit]) -> list[_JSON]:
+    """Object hits: the image's uri, the distance, and the stored object's box, category and probability."""
+    out = []
+    for h in hits:
+        entry: _JSON = {"uri": h.uri, "dist": h.dist}
+        if h.bbox is not None:
+            entry["bbox"] = bbox(h.bbox)
+        if h.category is not None:
+            entry["cat"] = h.category
+        if h.prob is not None:
+            entry["prob"] = h.prob
+        if h.metadata:
+            entry["metadata"] = h.metadata
+        out.append(entry)
+    return out
+
+
+def _predict_objects(core: Core, call: _Predict) -> tuple[list[_JSON], int]:
+    """A detector service: its boxes (`classes`), stored with index; with rois each box's own vector
+    (`rois`), indexed, built and searched in the detector service itself."""
+    service = call.service if call.index_values is None else replace(call.service, index_settings=call.index_values)
+    how = Detection(
+        services.detector_for(service),
+        box_vectors=call.rois,
+        confidence_threshold=call.confidence_threshold,
+        binarized_metric=service.metric if call.binarized and call.rois else None,
+    )
+    images, skipped, stored = detect_objects(core, how, call, detector=service, service=service if call.rois else None)
+    if call.build:
+        build_index(core, service)
+    if call.index_values is not None:  # reached only when the index and build steps succeeded
+        _set_index_settings(core, service.id, call.index_values)
+    search = call.search and call.rois
+    hits = search_objects(core, service, images, call) if search else [[[] for _ in i.objects] for i in images]
+    predictions: list[_JSON] = []
+    for image, found in zip(images, hits, strict=True):
+        entry: _JSON = {"uri": shown_uri(image)}
+        if call.rois:
+            entry["rois"] = [
+                found_class(o, with_bbox=True)
+                | ({"vals": o.vector.tolist()} if o.vector is not None else {})
+                | ({"nns": object_nns(h)} if h else {})
+                for o, h in zip(image.objects, found, strict=True)
+            ]
+        else:
+            entry["classes"] = [found_class(o, with_bbox=call.bbox) for o in image.objects]
+        if image.stored_uri in stored:
+            entry["indexed"] = True
+        if search and call.multibox and (ranked := ranked_nns(core, service, found, call.k)):
+            entry["nns"] = ranked
+        predictions.append(entry)
+    return predictions, skipped
 
 
 @post("/predict", include_in_schema=False, status_code=HTTP_200_OK)
@@ -463,9 +688,12 @@ async def predict(request: Request[Any, Any, Any]) -> Response[_JSON]:
 
 @route("/chain/{name:str}", http_method=["PUT", "POST"], include_in_schema=False, status_code=HTTP_200_OK)
 async def chain(request: Request[Any, Any, Any], name: FromPath[str]) -> Response[_JSON]:
-    authorize(request, "admin")
-    _json_body(await request.body())
-    raise BadInput("chain", f"/chain/{name}: chains (object search with detectors and crops) are not available yet")
+    from simsearch.api.chain import run_chain  # chain.py builds on this module's parsing and rendering
+
+    del name  # DeepDetect's chain name names nothing that is kept
+    authorize(request, "read")  # and admin once the chain is known to write (run_chain)
+    body = _json_body(await request.body())
+    return await to_thread.run_sync(run_chain, core_of(request), body, request)
 
 
 ROUTES: list[HTTPRouteHandler] = [info, create_service, get_service, delete_service, predict, chain]
