@@ -7,8 +7,9 @@ import os
 import sys
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from enum import StrEnum
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
@@ -17,11 +18,14 @@ from rich.table import Table
 from sqlalchemy import Engine
 
 from simsearch import __version__, samples, store
-from simsearch.errors import SimsearchError
+from simsearch.errors import BadInput, SimsearchError
 from simsearch.index import build_generation, load_current
 from simsearch.input import decode_image, iter_sources
 from simsearch.settings import Settings, get_settings, settings_table
-from simsearch.store import Hit
+from simsearch.store import Hit, RankedImage, ServiceRecord
+
+if TYPE_CHECKING:
+    from simsearch.objects import Detection, ObjectImage
 
 # torch-backed modules (services, ingest, search) are imported inside the commands that need them:
 # `simsearch --help` answers in a fraction of a second instead of after loading torch.
@@ -106,7 +110,14 @@ def db_upgrade() -> None:
 @service_app.command("create")
 def service_create(
     name: Annotated[str, typer.Argument(help="Service name (lowercased).")],
-    model: Annotated[str, typer.Option(help="torchvision classification model, e.g. resnet50, mobilenet_v2.")],
+    model: Annotated[
+        str,
+        typer.Option(
+            help="An extractor (a torchvision classification model such as resnet50, or dlib:face_descriptor) or a "
+            "detector (dlib:frontal_face, opencv:haarcascade_frontalface_default, ssd_mobilenet_v2_coco, or a "
+            "torchvision detection model such as fasterrcnn_mobilenet_v3_large_320_fpn)."
+        ),
+    ],
     weights: Annotated[
         str, typer.Option(help="DEFAULT, a torchvision weights name, none (random, for tests), or a state_dict file.")
     ] = "DEFAULT",
@@ -114,7 +125,10 @@ def service_create(
         str | None,
         typer.Option(help="Node name to extract (default: pooled layer before the classifier; `last` = the logits)."),
     ] = None,
-    size: Annotated[int, typer.Option(help="Input width and height in pixels.")] = 224,
+    size: Annotated[
+        int | None,
+        typer.Option(help="Input width and height in pixels [default: 224; detectors: the model's own size]."),
+    ] = None,
     metric: Annotated[str, typer.Option(help="l2 (reports Σ(q−x)²/D) or cosine (reports sqrt(2−2cos)).")] = "l2",
     index_type: Annotated[str, typer.Option(help="FAISS index_factory string used by `build`.")] = "Flat",
     index_backend: Annotated[str, typer.Option(help="faiss or annoy.")] = "faiss",
@@ -125,10 +139,13 @@ def service_create(
     n_trees: Annotated[int | None, typer.Option(help="Annoy: trees in the forest (default 50).")] = None,
     description: Annotated[str, typer.Option(help="Free text.")] = "",
 ) -> None:
-    """Register an extractor service.
+    """Register a service: an extractor (makes a vector per image, or per object found by a detector) or
+    a detector (finds objects; the Faster R-CNN family also makes a vector per object).
 
     Example: simsearch service create photos --model resnet50 --weights DEFAULT --metric cosine
     Example: simsearch service create big --model resnet50 --index-type IVF4096,SQ8 --train-samples 200000
+    Example: simsearch service create faces --model dlib:frontal_face
+    Example: simsearch service create face-vectors --model dlib:face_descriptor
     """
     from simsearch import services
     from simsearch.index import index_settings
@@ -157,9 +174,14 @@ def service_create(
             description=description,
         )
     console.print(
-        f"created service [bold]{record.name}[/]: {record.model} weights={record.weights} "
+        f"created service [bold]{record.name}[/]: {record.model} ({record.kind}) weights={record.weights} "
         f"layer={record.layer} dim={record.dim} metric={record.metric}"
     )
+    if record.kind == "detector" and record.dim == 0:
+        console.print(
+            f"{record.name} finds objects and makes no vectors: embed them with an extractor service, "
+            f"`simsearch index PATHS --service <extractor> --detector {record.name}`"
+        )
     if record.weights == "none":
         console.print("[yellow]weights none: random initialisation, for tests only; results mean nothing[/]")
 
@@ -169,13 +191,14 @@ def service_list() -> None:
     """List the services with their vector counts and current index generation."""
     engine = open_database(get_settings())
     table = Table()
-    for column in ("name", "model", "weights", "layer", "dim", "metric", "vectors", "generation"):
+    for column in ("name", "kind", "model", "weights", "layer", "dim", "metric", "vectors", "generation"):
         table.add_column(column)
     with engine.connect() as conn:
         for svc in store.list_services(conn):
             build = store.current_build(conn, svc.id)
             table.add_row(
                 svc.name,
+                svc.kind,
                 svc.model,
                 svc.weights,
                 svc.layer,
@@ -196,15 +219,109 @@ def service_delete(name: Annotated[str, typer.Argument(help="Service name.")]) -
     console.print(f"deleted service {name.lower()}")
 
 
+class Score(StrEnum):
+    """How `search --objects` ranks images (sql/functions/rank_images.sql)."""
+
+    MEAN = "mean"
+    MIN = "min"
+    COUNT = "count"
+    SUM_SIMILARITY = "sum_similarity"
+
+
+DetectorOption = Annotated[
+    str | None,
+    typer.Option(
+        "--detector",
+        "-d",
+        help="Detector service that finds the objects; the --service embeds each crop. Left out with a detector "
+        "--service: its own box vectors.",
+    ),
+]
+PaddingOption = Annotated[
+    float, typer.Option(min=0.0, help="Grow each box by this share of its width (height) on every side.")
+]
+SquareOption = Annotated[bool, typer.Option(help="Crop squares (the shorter side grown to the longer one).")]
+ThresholdOption = Annotated[
+    float, typer.Option(min=0.0, max=1.0, help="Keep only the detected objects of at least this probability.")
+]
+
+
+def object_plan(
+    engine: Engine,
+    record: ServiceRecord,
+    detector: str | None,
+    *,
+    padding_ratio: float = 0.0,
+    force_square: bool = False,
+    confidence_threshold: float = 0.0,
+    categories: Sequence[str] | None = None,
+    search: bool = False,
+) -> tuple[ServiceRecord, ServiceRecord | None, Detection] | None:
+    """(detector service, service that embeds the objects or None for the boxes only, how), as the API's
+    rule: --detector finds the boxes and the --service (an extractor) embeds each crop; without it, the
+    --service must be a detector (its box vectors). None: no objects (whole images)."""
+    from simsearch import services
+    from simsearch.objects import CropOptions, Detection
+
+    kept = tuple(categories) if categories else None
+    if detector is not None:
+        with engine.connect() as conn:
+            found = store.get_service(conn, detector.lower())
+        if found.kind != "detector":
+            raise BadInput("--detector", f"{found.name} is an extractor service ({found.model}): it finds no objects")
+        if record.kind == "detector":
+            raise BadInput(
+                "--detector", f"{record.name} is a detector itself: leave --detector out, or use an extractor"
+            )
+        with console.status(f"loading {found.model} and {record.model}"):
+            how = Detection(
+                detector=services.detector_for(found),
+                extractor=services.extractor_for(record),
+                confidence_threshold=confidence_threshold,
+                categories=kept,
+                crop=CropOptions(padding_ratio=padding_ratio, force_square=force_square),
+            )
+        return found, record, how
+    if record.kind != "detector":
+        if search:
+            raise BadInput("--detector", f"{record.name} is an extractor: name the detector service that finds objects")
+        return None
+    if record.dim == 0 and search:
+        raise BadInput(
+            "--detector",
+            f"{record.name} ({record.model}) makes no vectors of its objects: search an extractor service "
+            f"with --detector {record.name}",
+        )
+    with console.status(f"loading {record.model}"):
+        how = Detection(
+            detector=services.detector_for(record),
+            box_vectors=record.dim > 0,
+            confidence_threshold=confidence_threshold,
+            categories=kept,
+        )
+    return record, record if record.dim > 0 else None, how
+
+
 @app.command("index")
 def index_cmd(
     paths: Annotated[list[str], typer.Argument(help="Image files and directories (walked recursively).")],
     service: Annotated[str, typer.Option("--service", "-s", help="Service name.")],
+    detector: DetectorOption = None,
+    padding_ratio: PaddingOption = 0.0,
+    force_square: SquareOption = False,
+    confidence_threshold: ThresholdOption = 0.0,
+    category: Annotated[
+        list[str] | None, typer.Option("--category", help="Keep only the objects of this category (repeatable).")
+    ] = None,
 ) -> None:
     """Index images: decode, extract vectors, store them in Postgres (one transaction per batch).
 
-    Re-indexing a path replaces its vector. New images are searchable at once, before `build`.
+    With --detector (or a detector --service), the objects found in each image are indexed instead: their
+    boxes, and a vector per object. An image without objects stores nothing.
+    Re-indexing a path replaces its vectors. New images are searchable at once, before `build`.
+
     Example: simsearch index ~/photos --service photos
+    Example: simsearch index ~/photos --service face-vectors --detector faces --padding-ratio 0.1
     """
     from simsearch import services
     from simsearch.ingest import ingest
@@ -213,8 +330,29 @@ def index_cmd(
     engine = open_database(settings)
     with engine.connect() as conn:
         record = store.get_service(conn, service.lower())
+    plan = object_plan(
+        engine,
+        record,
+        detector,
+        padding_ratio=padding_ratio,
+        force_square=force_square,
+        confidence_threshold=confidence_threshold,
+        categories=category,
+    )
+    if plan is None:
+        for flag, given in (
+            ("--padding-ratio", padding_ratio),
+            ("--force-square", force_square),
+            ("--confidence-threshold", confidence_threshold),
+            ("--category", category),
+        ):
+            if given:
+                raise BadInput(flag, f"applies to objects only: give --detector (a detector service) with {flag}")
     items = absolute(paths)
     total = sum(1 for _ in iter_sources(items, roots=settings.data_roots))
+    if plan is not None:
+        index_objects(engine, settings, items, total, plan)
+        return
     with console.status(f"loading {record.model}"):
         extractor = services.extractor_for(record)
     with progress_bar() as progress:
@@ -230,6 +368,37 @@ def index_cmd(
             on_batch=lambda n: progress.advance(task, n),
         )
     console.print(f"indexed {report.indexed} images into {record.name}; skipped {report.skipped} non-image files")
+
+
+def index_objects(
+    engine: Engine,
+    settings: Settings,
+    items: list[str],
+    total: int,
+    plan: tuple[ServiceRecord, ServiceRecord | None, Detection],
+) -> None:
+    from simsearch import objects
+
+    detector, service, how = plan
+    into = service.name if service is not None else f"{detector.name} (boxes only)"
+    with progress_bar() as progress:
+        task = progress.add_task(f"finding objects with {detector.name}, indexing into {into}", total=total)
+        report = objects.index_objects(
+            engine,
+            detector,
+            service,
+            items,
+            how,
+            roots=settings.data_roots,
+            max_pixels=settings.max_pixels,
+            batch_size=settings.batch_size,
+            on_batch=lambda n: progress.advance(task, n),
+        )
+    with_objects = sum(1 for i in report.images if i.objects)
+    console.print(
+        f"stored {report.objects_stored} objects of {with_objects} images into {into}; "
+        f"{len(report.images) - with_objects} images without objects; skipped {len(report.skipped)} non-image files"
+    )
 
 
 @app.command("build")
@@ -254,12 +423,43 @@ def build_cmd(
 def search_cmd(
     images: Annotated[list[str], typer.Argument(help="Query image files or directories.")],
     service: Annotated[str, typer.Option("--service", "-s", help="Service name.")],
-    k: Annotated[int, typer.Option("-k", help="Number of neighbours.", min=1, max=10000)] = 10,
+    k: Annotated[
+        int, typer.Option("-k", help="Number of neighbours (with --objects: per query object).", min=1, max=10000)
+    ] = 10,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of tables.")] = False,
+    objects_: Annotated[
+        bool,
+        typer.Option(
+            "--objects", help="Find the objects of each query image and rank the stored images by their objects."
+        ),
+    ] = False,
+    detector: DetectorOption = None,
+    score: Annotated[
+        Score,
+        typer.Option(
+            help="--objects ranking: mean or min distance (ascending), count of query objects matched or "
+            "sum_similarity = sum of 1/(1+dist) (descending); ties by mean distance."
+        ),
+    ] = Score.MEAN,
+    limit: Annotated[int, typer.Option(min=1, max=10000, help="--objects: how many images to rank.")] = 10,
+    per_object: Annotated[
+        bool, typer.Option("--per-object", help="--objects: also print each query object's nearest objects.")
+    ] = False,
+    padding_ratio: PaddingOption = 0.0,
+    force_square: SquareOption = False,
+    confidence_threshold: ThresholdOption = 0.0,
+    category: Annotated[
+        list[str] | None,
+        typer.Option("--category", help="--objects: only stored objects of this category (repeatable)."),
+    ] = None,
 ) -> None:
     """Find the stored images nearest to each query image, with their metadata.
 
+    With --objects: detect the objects of each query image (--detector, or the --service's own boxes), find
+    each one's k nearest stored objects, and rank the stored images by those hits (--score).
+
     Example: simsearch search query.jpg --service photos -k 5 --json
+    Example: simsearch search group.jpg --service face-vectors --objects --detector faces --score count
     """
     from simsearch import services
     from simsearch.search import search_images
@@ -268,6 +468,24 @@ def search_cmd(
     engine = open_database(settings)
     with engine.connect() as conn:
         record = store.get_service(conn, service.lower())
+    if objects_:
+        plan = object_plan(
+            engine,
+            record,
+            detector,
+            padding_ratio=padding_ratio,
+            force_square=force_square,
+            confidence_threshold=confidence_threshold,
+            search=True,
+        )
+        if plan is None or plan[1] is None:  # object_plan refuses these when searching
+            raise BadInput("--detector", f"{record.name} makes no object vectors to search")
+        options = (k, score.value, limit, tuple(category) if category else None)
+        search_objects(engine, settings, absolute(images), plan[1], plan[2], options, as_json, per_object)
+        return
+    for flag, given in (("--detector", detector), ("--per-object", per_object), ("--category", category)):
+        if given:
+            raise BadInput(flag, "applies to object search only: add --objects")
     extractor = services.extractor_for(record)
     index = load_current(engine, record)
     sources = list(iter_sources(absolute(images), roots=settings.data_roots))
@@ -282,6 +500,108 @@ def search_cmd(
         return
     for source, hits in zip(sources, results, strict=True):
         out.print(results_table(source.uri, hits))
+
+
+def box_text(bbox: Sequence[float] | None) -> str:
+    return ",".join(f"{v:.0f}" for v in bbox) if bbox is not None else "-"
+
+
+def search_objects(
+    engine: Engine,
+    settings: Settings,
+    items: list[str],
+    service: ServiceRecord,
+    how: Detection,
+    options: tuple[int, str, int, tuple[str, ...] | None],
+    as_json: bool,
+    per_object: bool,
+) -> None:
+    """Object search of each query image, then the ranking of the stored images by its objects."""
+    from simsearch import objects
+    from simsearch.search import SearchOptions
+
+    k, score, limit, categories = options
+    with console.status("finding the objects of the query images"):
+        queries = [
+            image
+            for batch, _ in objects.find_objects(items, how, roots=settings.data_roots, max_pixels=settings.max_pixels)
+            for image in batch
+        ]
+    index = load_current(engine, service)
+    hits = objects.search_objects(engine, service, index, queries, k, SearchOptions(categories=categories))
+    ranked = [
+        objects.rank_images(engine, service, found, score=score, categories=categories, limit=limit) for found in hits
+    ]
+    if as_json:
+        out.print_json(
+            json.dumps([object_json(q, h, r, per_object) for q, h, r in zip(queries, hits, ranked, strict=True)])
+        )
+        return
+    for query, found, images in zip(queries, hits, ranked, strict=True):
+        out.print(query_objects_table(query))
+        if per_object:
+            for number, (obj, neighbours) in enumerate(zip(query.objects, found, strict=True)):
+                title = f"nearest to object {number} ({obj.category} {box_text(obj.bbox)})"
+                out.print(neighbours_table(title, neighbours))
+        out.print(ranking_table(f"images ranked by {score} for {query.source_uri}", images))
+
+
+def query_objects_table(query: ObjectImage) -> Table:
+    table = Table(title=f"objects of {query.source_uri}", title_justify="left")
+    for column in ("#", "category", "prob", "box (xmin,ymin,xmax,ymax)"):
+        table.add_column(column)
+    for number, obj in enumerate(query.objects):
+        table.add_row(str(number), obj.category, f"{obj.prob:.3f}", box_text(obj.bbox))
+    return table
+
+
+def neighbours_table(title: str, hits: Sequence[Hit]) -> Table:
+    table = Table(title=title, title_justify="left")
+    for column in ("#", "dist", "uri", "category", "box"):
+        table.add_column(column, justify="right" if column in ("#", "dist") else "left", overflow="fold")
+    for rank, hit in enumerate(hits, 1):
+        table.add_row(str(rank), f"{hit.dist:.4f}", hit.uri, hit.category or "-", box_text(hit.bbox))
+    return table
+
+
+def ranking_table(title: str, images: Sequence[RankedImage]) -> Table:
+    table = Table(title=title, title_justify="left")
+    for column in ("#", "score", "query objects", "uri", "boxes"):
+        table.add_column(column, justify="right" if column in ("#", "score") else "left", overflow="fold")
+    for rank, image in enumerate(images, 1):
+        matched = sorted({int(m["query"]) for m in image.matches})
+        boxes = sorted({box_text(m["bbox"]) for m in image.matches})
+        table.add_row(str(rank), f"{image.score:.4f}", ",".join(map(str, matched)), image.uri, " ".join(boxes))
+    return table
+
+
+def object_json(
+    query: ObjectImage, hits: Sequence[Sequence[Hit]], images: Sequence[RankedImage], per_object: bool
+) -> Any:  # noqa: ANN401
+    objects: list[dict[str, Any]] = [
+        {"bbox": list(o.bbox), "category": o.category, "prob": round(o.prob, 6)} for o in query.objects
+    ]
+    if per_object:
+        for obj, found in zip(objects, hits, strict=True):
+            obj["nns"] = [hit_json(h) | {"bbox": h.bbox, "category": h.category, "prob": h.prob} for h in found]
+    return {
+        "uri": query.source_uri,
+        "query_objects": objects,
+        "images": [
+            {
+                "uri": r.uri,
+                "image_id": r.image_id,
+                "score": r.score,
+                "hit_count": r.hit_count,
+                "query_count": r.query_count,
+                "mean_dist": r.mean_dist,
+                "min_dist": r.min_dist,
+                "metadata": r.metadata,
+                "matches": r.matches,
+            }
+            for r in images
+        ],
+    }
 
 
 @app.command("demo")

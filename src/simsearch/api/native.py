@@ -7,7 +7,7 @@ import re
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
 import msgspec
 import numpy as np
@@ -21,28 +21,45 @@ from litestar.openapi.spec import Operation, RequestBody
 from litestar.params import FromPath, JSONBody, MultipartBody, PathParameter, QueryParameter
 from litestar.status_codes import HTTP_200_OK, HTTP_201_CREATED, HTTP_204_NO_CONTENT
 
-from simsearch import services, store
+from simsearch import objects, services, store
 from simsearch.api.app import Core, admin_guard, core_of, read_guard
+from simsearch.api.errors import body_error
 from simsearch.api.schemas import (
     MAX_ID,
     BuildOut,
     BuildRequest,
+    Crop,
+    FoundObject,
     Health,
     HitOut,
     ImageOut,
     ImagePage,
     ImagePatch,
     IndexInfo,
+    IndexOptions,
     IndexRequest,
     IndexResult,
+    Match,
+    Neighbour,
+    ObjectOptions,
+    ObjectSearchForm,
+    ObjectSearchRequest,
+    ObjectSearchResult,
     Problem,
+    QueryObjectHits,
+    RankedImageOut,
+    RankOptions,
     SearchRequest,
     SearchResult,
     SearchUploadForm,
     ServiceCreate,
     ServiceHealth,
     ServiceOut,
+    SimilarObjectsForm,
+    SimilarObjectsRequest,
+    SimilarObjectsResult,
     StoredImage,
+    StoredObject,
     UploadForm,
     UploadItem,
 )
@@ -50,8 +67,9 @@ from simsearch.errors import BadInput, NotFound
 from simsearch.index import build_generation, faiss_index, index_settings, stored_settings
 from simsearch.ingest import IngestReport, ingest
 from simsearch.input import under_roots
+from simsearch.objects import CropOptions, Detection, ObjectImage, ObjectReport
 from simsearch.search import SearchOptions, search_vectors
-from simsearch.store import BuildRecord, ImageRecord, ServiceRecord
+from simsearch.store import BuildRecord, Hit, ImageRecord, ObjectRecord, RankedImage, ServiceRecord
 
 ImageId = Annotated[int, PathParameter(ge=1, le=MAX_ID, description="A stored image id")]
 
@@ -125,6 +143,7 @@ def _service_out(core: Core, service: ServiceRecord) -> ServiceOut:
         build = store.current_build(conn, service.id)
     return ServiceOut(
         name=service.name,
+        kind="detector" if service.kind == "detector" else "extractor",
         description=service.description,
         model=service.model,
         weights=service.weights,
@@ -267,6 +286,295 @@ def _form_filter(raw: str | None) -> dict[str, Any] | None:
     return where
 
 
+# ---- objects ---------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class _ObjectPlan:
+    """Which service finds the objects, which embeds them (None: the boxes only), and how."""
+
+    detector: ServiceRecord
+    service: ServiceRecord | None
+    how: Detection
+
+
+def _detector_service(core: Core, name: str) -> ServiceRecord:
+    """The detector service a request names in `detector`."""
+    try:
+        stored = services.check_name(name)
+    except BadInput as exc:
+        raise BadInput("detector", exc.reason) from None
+    with core.engine.connect() as conn:
+        found = store.find_service(conn, stored)
+    if found is None or found.detached_at is not None:
+        raise BadInput("detector", f"no service {stored!r}; create a detector service first (POST /api/v1/services)")
+    if found.kind != "detector":
+        raise BadInput("detector", f"{found.name} is an extractor service ({found.model}): it finds no objects")
+    return found
+
+
+def _object_plan(
+    core: Core,
+    service: ServiceRecord,
+    *,
+    detector: str | None,
+    crop: Crop | None,
+    threshold: float,
+    categories: list[str] | None,
+    search: bool,
+) -> _ObjectPlan | None:
+    """The object pipeline a request asks for; None for whole images (indexing without a detector into an
+    extractor service).
+
+    With `detector`, that detector service finds the boxes and `service` (an extractor) embeds each crop.
+    Without it, `service` must be a detector: its own box vectors are used (a detector that makes none
+    indexes the boxes only, and cannot be searched).
+    """
+    kept = tuple(categories) if categories is not None else None
+    if detector is not None:
+        found = _detector_service(core, detector)
+        if service.kind == "detector":
+            raise BadInput(
+                "detector",
+                f"{service.name} is a detector itself: leave `detector` out to use its own box vectors, "
+                "or put an extractor service in the path to embed the crops",
+            )
+        options = CropOptions(**msgspec.structs.asdict(crop)) if crop is not None else CropOptions()
+        how = Detection(
+            detector=services.detector_for(found),
+            extractor=services.extractor_for(service),
+            confidence_threshold=threshold,
+            categories=kept,
+            crop=options,
+        )
+        return _ObjectPlan(found, service, how)
+    if service.kind != "detector":
+        if search:
+            raise BadInput(
+                "detector", f"{service.name} is an extractor: name the detector service that finds the objects"
+            )
+        for field, given in (("crop", crop), ("confidence_threshold", threshold or None), ("categories", categories)):
+            if given is not None:
+                raise BadInput(field, "applies to objects only: name a detector service in `detector`")
+        return None
+    if service.dim == 0 and search:
+        raise BadInput(
+            "detector",
+            f"{service.name} ({service.model}) finds objects but makes no vectors of them: search an extractor "
+            f"service and name {service.name} as its `detector`",
+        )
+    how = Detection(
+        detector=services.detector_for(service),
+        box_vectors=service.dim > 0,
+        confidence_threshold=threshold,
+        categories=kept,
+    )
+    return _ObjectPlan(service, service if service.dim > 0 else None, how)
+
+
+def _box(values: Any) -> list[float]:  # noqa: ANN401 - a tuple or a JSON array of four numbers
+    return [float(v) for v in values]
+
+
+def _index_objects(
+    core: Core,
+    plan: _ObjectPlan,
+    data: list[str | bytes],
+    *,
+    field: str = "items",
+    uris: list[str | None] | None = None,
+    metadata: list[dict[str, Any]] | None = None,
+) -> IndexResult:
+    if len(data) > core.settings.max_items:
+        raise BadInput(field, f"{len(data)} items; at most {core.settings.max_items} per call (SIMSEARCH_MAX_ITEMS)")
+    report: ObjectReport = objects.index_objects(
+        core.engine,
+        plan.detector,
+        plan.service,
+        data,
+        plan.how,
+        roots=core.roots,
+        max_pixels=core.settings.max_pixels,
+        batch_size=core.settings.batch_size,
+        atomic=True,
+        uris=uris,
+        metadata=metadata,
+        urls=core.urls,
+    )
+    images = [
+        StoredImage(
+            position=i.position,
+            id=report.image_ids[i.stored_uri] if i.objects else None,
+            uri=i.stored_uri,
+            objects=[FoundObject(bbox=_box(o.bbox), category=o.category, prob=o.prob) for o in i.objects],
+        )
+        for i in report.images
+    ]
+    return IndexResult(
+        images=images,
+        indexed=sum(1 for i in report.images if i.objects),
+        skipped=len(report.skipped),
+        skipped_uris=report.skipped,
+        objects=report.objects_stored,
+    )
+
+
+def _query_objects(core: Core, plan: _ObjectPlan, query: str | bytes, field: str) -> ObjectImage:
+    """One query image with the objects found in it (nothing is written)."""
+    if isinstance(query, str) and _is_directory(core, query):
+        raise BadInput(field, f"{query} is a directory; search with one image")
+    with _fields_renamed(_data_as(field)):
+        found = [
+            image
+            for batch, _ in objects.find_objects(
+                [query], plan.how, roots=core.roots, max_pixels=core.settings.max_pixels, batch_size=1, urls=core.urls
+            )
+            for image in batch
+        ]
+    if len(found) != 1:
+        raise BadInput(field, "give exactly one image (a file, base64 bytes or a URL)")
+    return found[0]
+
+
+def _object_search(
+    core: Core, service: ServiceRecord, query: str | bytes, field: str, given: ObjectOptions
+) -> tuple[ServiceRecord, ObjectImage, list[list[Hit]], int | None]:
+    """Detect the query image's objects and find each one's k nearest stored objects: the service that
+    answered, the query image, the hits per query object, and the index generation used."""
+    for key in ("filter", "categories", "query_categories"):
+        store.check_storable(getattr(given, key), key)
+    plan = _object_plan(
+        core,
+        service,
+        detector=given.detector,
+        crop=given.crop,
+        threshold=given.confidence_threshold,
+        categories=given.query_categories,
+        search=True,
+    )
+    if plan is None or plan.service is None:  # refused by _object_plan already when searching
+        raise BadInput("detector", f"{service.name} makes no object vectors to search")
+    image = _query_objects(core, plan, query, field)
+    index = core.indexes.current(plan.service)
+    options = SearchOptions(
+        where=given.filter,
+        categories=tuple(given.categories) if given.categories is not None else None,
+        nprobe=given.nprobe,
+        ef_search=given.ef_search,
+        search_k=given.search_k,
+    )
+    hits = objects.search_objects(core.engine, plan.service, index, [image], given.k, options)[0]
+    return plan.service, image, hits, index.build.id if index is not None else None
+
+
+def _neighbour(hit: Hit) -> Neighbour:
+    return Neighbour(
+        image_id=hit.image_id,
+        uri=hit.uri,
+        dist=hit.dist,
+        roi_id=hit.roi_id,
+        embedding_id=hit.embedding_id,
+        bbox=_box(hit.bbox) if hit.bbox is not None else None,
+        category=hit.category,
+        prob=hit.prob,
+        width=hit.width,
+        height=hit.height,
+        metadata=hit.metadata,
+    )
+
+
+def _search_result(image: ObjectImage, hits: list[list[Hit]], generation: int | None) -> ObjectSearchResult:
+    return ObjectSearchResult(
+        query_objects=[
+            QueryObjectHits(
+                bbox=_box(o.bbox), category=o.category, prob=o.prob, neighbours=[_neighbour(h) for h in found]
+            )
+            for o, found in zip(image.objects, hits, strict=True)
+        ],
+        generation=generation,
+    )
+
+
+def _ranked(image: RankedImage) -> RankedImageOut:
+    return RankedImageOut(
+        image_id=image.image_id,
+        uri=image.uri,
+        score=image.score,
+        hit_count=image.hit_count,
+        query_count=image.query_count,
+        mean_dist=image.mean_dist,
+        min_dist=image.min_dist,
+        width=image.width,
+        height=image.height,
+        sha256=image.sha256,
+        metadata=image.metadata,
+        matches=msgspec.convert(image.matches, list[Match]),
+    )
+
+
+def _similar_objects(
+    core: Core, service: ServiceRecord, query: str | bytes, field: str, given: RankOptions
+) -> SimilarObjectsResult:
+    """The images ranked by their objects' hits (sql/functions/rank_images.sql does the ranking)."""
+    answering, image, hits, generation = _object_search(core, service, query, field, given)
+    ranked = objects.rank_images(
+        core.engine,
+        answering,
+        hits,
+        score=given.score,
+        categories=given.categories,
+        where=given.filter,
+        limit=given.limit,
+    )
+    return SimilarObjectsResult(
+        query_objects=[FoundObject(bbox=_box(o.bbox), category=o.category, prob=o.prob) for o in image.objects],
+        images=[_ranked(r) for r in ranked],
+        generation=generation,
+    )
+
+
+def _form_json(raw: str | None, field: str) -> Any:  # noqa: ANN401 - any JSON value
+    """A form field that holds JSON (crop, filter, category lists); None when left empty."""
+    if raw is None or not raw.strip():
+        return None
+    try:
+        value = msgspec.json.decode(raw)
+    except (msgspec.DecodeError, RecursionError) as exc:
+        raise BadInput(field, f"must be JSON: {exc}") from exc
+    store.check_storable(value, field)
+    return value
+
+
+_Options = TypeVar("_Options", IndexOptions, ObjectOptions, RankOptions)
+_FORM_JSON = ("crop", "query_categories", "categories", "filter")  # form fields that hold JSON
+
+
+def _form_options(form: UploadForm | ObjectSearchForm, kind: type[_Options]) -> _Options:
+    """An upload form's fields as the JSON body's options, validated the same way."""
+    values = {
+        f: _form_json(getattr(form, f), f) if f in _FORM_JSON else getattr(form, f)
+        for f in kind.__struct_fields__
+        if hasattr(form, f)
+    }
+    try:
+        return msgspec.convert({k: v for k, v in values.items() if v is not None}, kind, strict=False)
+    except msgspec.ValidationError as exc:
+        raise body_error(str(exc)) from None
+
+
+def _stored_object(record: ObjectRecord) -> StoredObject:
+    return StoredObject(
+        roi_id=record.roi_id,
+        image_id=record.image_id,
+        bbox=_box(record.bbox),
+        category=record.category,
+        prob=record.prob,
+        detector=record.detector,
+        embedded_by=record.embedded_by,
+        created_at=record.created_at,
+    )
+
+
 class ServiceController(Controller):
     path = "/api/v1/services"
     tags = ["services"]  # noqa: RUF012 - Litestar reads these class attributes
@@ -343,19 +651,32 @@ class ServiceController(Controller):
     )
     def index_json(self, core: NamedDependency[Core], name: FromPath[str], data: JSONBody[IndexRequest]) -> IndexResult:
         """Index images given as paths, directories, base64 or URLs, with optional uri and metadata each;
-        one transaction for the whole call. Errors name the item as `data[i]`."""
+        one transaction for the whole call. Errors name the item as `data[i]`.
+
+        Objects instead of whole images: with `detector` (a detector service), the objects it finds are
+        cropped (`crop`) and embedded by this service; when this service is itself a detector, its boxes
+        are indexed with its own box vectors (the boxes only, for a detector that makes none). Each image
+        reports the objects stored; an image with none stores nothing (its `id` is null)."""
         for i, item in enumerate(data.items):
             store.check_storable(item.uri, f"items[{i}].uri")
             store.check_storable(item.metadata, f"items[{i}].metadata")
+        store.check_storable(data.categories, "categories")
         service = _service(core, name)
-        report = _ingest(
+        plan = _object_plan(
             core,
             service,
-            [item.data for item in data.items],
-            uris=[item.uri for item in data.items],
-            metadata=[item.metadata for item in data.items],
+            detector=data.detector,
+            crop=data.crop,
+            threshold=data.confidence_threshold,
+            categories=data.categories,
+            search=False,
         )
-        return _index_result(report)
+        content: list[str | bytes] = [item.data for item in data.items]
+        uris: list[str | None] = [item.uri for item in data.items]
+        metadata = [item.metadata for item in data.items]
+        if plan is not None:
+            return _index_objects(core, plan, content, uris=uris, metadata=metadata)
+        return _index_result(_ingest(core, service, content, uris=uris, metadata=metadata))
 
     @post(
         "/{name:str}/images/upload",
@@ -371,18 +692,32 @@ class ServiceController(Controller):
         data: MultipartBody[UploadForm],
     ) -> IndexResult:
         """Index uploaded image files (multipart); `items` is an optional JSON array of {uri, metadata},
-        one per file. Stored uris default to sha256:<hex> of the bytes. Errors name the file as `files[i]`."""
+        one per file. Stored uris default to sha256:<hex> of the bytes. Errors name the file as `files[i]`.
+        `detector`, `crop` (a JSON object), `confidence_threshold` and `categories` (a JSON array) index
+        objects, as in the JSON body."""
         files = data.files if isinstance(data.files, list) else [data.files]
         if not files or not all(isinstance(f, UploadFile) for f in files):
             raise BadInput("files", "send each image as a file part named `files` (multipart/form-data)")
         items = _upload_items(data.items, len(files))
+        options = _form_options(data, IndexOptions)
         contents: list[str | bytes] = [await f.read() for f in files]
         uris: list[str | None] = [i.uri for i in items]
         metadata = [i.metadata for i in items]
 
         def run() -> IndexResult:
             service = _service(core, name)
+            plan = _object_plan(
+                core,
+                service,
+                detector=options.detector,
+                crop=options.crop,
+                threshold=options.confidence_threshold,
+                categories=options.categories,
+                search=False,
+            )
             with _fields_renamed(_data_as(r"files[\1]")):
+                if plan is not None:
+                    return _index_objects(core, plan, contents, field="files", uris=uris, metadata=metadata)
                 report = _ingest(core, service, contents, field="files", uris=uris, metadata=metadata)
             return _index_result(report)
 
@@ -442,6 +777,91 @@ class ServiceController(Controller):
         def run() -> SearchResult:
             service = _service(core, name)
             return _search(core, service, _query_vector(core, service, content, "file"), data.k, where)
+
+        return await to_thread.run_sync(run)
+
+    @post(
+        "/{name:str}/objects/search",
+        operation_id="searchObjects",
+        guards=[read_guard],
+        sync_to_thread=True,
+        status_code=HTTP_200_OK,
+        responses=_problems(404, 413),
+    )
+    def search_objects_json(
+        self, core: NamedDependency[Core], name: FromPath[str], data: JSONBody[ObjectSearchRequest]
+    ) -> ObjectSearchResult:
+        """Detect the objects of a query image and find each one's k nearest stored objects of this
+        service: with `detector`, that detector service finds them and this service embeds each crop;
+        without, this service must be a detector with box vectors. `categories` keeps stored objects of
+        those categories, `filter` images whose metadata contains it."""
+        store.check_storable(data.image, "image")
+        service = _service(core, name)
+        _, image, hits, generation = _object_search(core, service, data.image, "image", data)
+        return _search_result(image, hits, generation)
+
+    @post(
+        "/{name:str}/objects/search/upload",
+        operation_id="searchObjectsUpload",
+        guards=[read_guard],
+        status_code=HTTP_200_OK,
+        responses=_problems(404, 413),
+    )
+    async def search_objects_upload(
+        self, core: NamedDependency[Core], name: FromPath[str], data: MultipartBody[ObjectSearchForm]
+    ) -> ObjectSearchResult:
+        """The object search of an uploaded query image (multipart: `file`, and the JSON body's other
+        fields; `crop` and `filter` as JSON objects, the category lists as JSON arrays)."""
+        if not isinstance(data.file, UploadFile):
+            raise BadInput("file", "send exactly one image as a file part named `file` (multipart/form-data)")
+        given = _form_options(data, ObjectOptions)
+        content = await data.file.read()
+
+        def run() -> ObjectSearchResult:
+            service = _service(core, name)
+            _, image, hits, generation = _object_search(core, service, content, "file", given)
+            return _search_result(image, hits, generation)
+
+        return await to_thread.run_sync(run)
+
+    @post(
+        "/{name:str}/images/similar-objects",
+        operation_id="similarObjects",
+        guards=[read_guard],
+        sync_to_thread=True,
+        status_code=HTTP_200_OK,
+        responses=_problems(404, 413),
+    )
+    def similar_objects_json(
+        self, core: NamedDependency[Core], name: FromPath[str], data: JSONBody[SimilarObjectsRequest]
+    ) -> SimilarObjectsResult:
+        """The stored images ranked by how similar their objects are to the objects of a query image: an
+        object search (k neighbours per query object), then the hits aggregated per image in SQL by
+        `score` (mean or min distance ascending, count of query objects or sum of 1 / (1 + distance)
+        descending; ties by mean distance, then image id)."""
+        store.check_storable(data.image, "image")
+        service = _service(core, name)
+        return _similar_objects(core, service, data.image, "image", data)
+
+    @post(
+        "/{name:str}/images/similar-objects/upload",
+        operation_id="similarObjectsUpload",
+        guards=[read_guard],
+        status_code=HTTP_200_OK,
+        responses=_problems(404, 413),
+    )
+    async def similar_objects_upload(
+        self, core: NamedDependency[Core], name: FromPath[str], data: MultipartBody[SimilarObjectsForm]
+    ) -> SimilarObjectsResult:
+        """The images ranked by their objects' similarity to those of an uploaded query image (multipart:
+        `file`, and the JSON body's other fields)."""
+        if not isinstance(data.file, UploadFile):
+            raise BadInput("file", "send exactly one image as a file part named `file` (multipart/form-data)")
+        given = _form_options(data, RankOptions)
+        content = await data.file.read()
+
+        def run() -> SimilarObjectsResult:
+            return _similar_objects(core, _service(core, name), content, "file", given)
 
         return await to_thread.run_sync(run)
 
@@ -507,6 +927,20 @@ class ImageController(Controller):
         """One stored image and its metadata."""
         with core.engine.connect() as conn:
             return _image_out(store.get_image(conn, image_id))
+
+    @get(
+        "/{image_id:int}/objects",
+        operation_id="getImageObjects",
+        guards=[read_guard],
+        sync_to_thread=True,
+        responses=_READS,
+    )
+    def get_image_objects(self, core: NamedDependency[Core], image_id: ImageId) -> list[StoredObject]:
+        """The objects stored for an image: each box, with the detector service that found it and the
+        services that store a vector of it."""
+        with core.engine.connect() as conn:
+            store.get_image(conn, image_id)  # NotFound for an unknown image
+            return [_stored_object(o) for o in store.image_objects(conn, image_id)]
 
     @patch("/{image_id:int}", operation_id="updateImage", guards=[admin_guard], sync_to_thread=True, responses=_SENDS)
     def update_image(self, core: NamedDependency[Core], image_id: ImageId, data: JSONBody[ImagePatch]) -> ImageOut:
