@@ -94,7 +94,7 @@ def test_index_faces_and_rank_images_by_their_faces(env: dict[str, str], data_di
     assert "makes no vectors" in refused.stderr
     unknown = run(env, "index", str(paths["grace"]), "--service", "face-vectors", "--detector", "nope", ok=False)
     assert unknown.returncode == 2
-    assert "service 'nope' not found" in unknown.stderr
+    assert "no service 'nope'" in unknown.stderr
     flag = run(env, "index", str(paths["grace"]), "--service", "face-vectors", "--category", "face", ok=False)
     assert flag.returncode == 2
     assert "--category" in flag.stderr

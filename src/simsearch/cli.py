@@ -25,7 +25,7 @@ from simsearch.settings import Settings, get_settings, settings_table
 from simsearch.store import Hit, RankedImage, ServiceRecord
 
 if TYPE_CHECKING:
-    from simsearch.objects import Detection, ObjectImage
+    from simsearch.objects import Detection, ObjectImage, Plan
 
 # torch-backed modules (services, ingest, search) are imported inside the commands that need them:
 # `simsearch --help` answers in a fraction of a second instead of after loading torch.
@@ -256,50 +256,24 @@ def object_plan(
     confidence_threshold: float = 0.0,
     categories: Sequence[str] | None = None,
     search: bool = False,
-) -> tuple[ServiceRecord, ServiceRecord | None, Detection] | None:
-    """(detector service, service that embeds the objects or None for the boxes only, how), as the API's
-    rule: --detector finds the boxes and the --service (an extractor) embeds each crop; without it, the
-    --service must be a detector (its box vectors). None: no objects (whole images)."""
-    from simsearch import services
-    from simsearch.objects import CropOptions, Detection
+) -> Plan | None:
+    """`objects.plan` (the API's rule) with the CLI's flags, loading the models under a spinner."""
+    from simsearch.objects import CropOptions, plan
 
-    kept = tuple(categories) if categories else None
-    if detector is not None:
-        with engine.connect() as conn:
-            found = store.get_service(conn, detector.lower())
-        if found.kind != "detector":
-            raise BadInput("--detector", f"{found.name} is an extractor service ({found.model}): it finds no objects")
-        if record.kind == "detector":
-            raise BadInput(
-                "--detector", f"{record.name} is a detector itself: leave --detector out, or use an extractor"
-            )
-        with console.status(f"loading {found.model} and {record.model}"):
-            how = Detection(
-                detector=services.detector_for(found),
-                extractor=services.extractor_for(record),
+    crop = CropOptions(padding_ratio=padding_ratio, force_square=force_square)
+    with console.status("loading the models"):
+        try:
+            return plan(
+                engine,
+                record,
+                detector.lower() if detector else None,
+                crop=crop,
                 confidence_threshold=confidence_threshold,
-                categories=kept,
-                crop=CropOptions(padding_ratio=padding_ratio, force_square=force_square),
+                categories=categories or None,
+                search=search,
             )
-        return found, record, how
-    if record.kind != "detector":
-        if search:
-            raise BadInput("--detector", f"{record.name} is an extractor: name the detector service that finds objects")
-        return None
-    if record.dim == 0 and search:
-        raise BadInput(
-            "--detector",
-            f"{record.name} ({record.model}) makes no vectors of its objects: search an extractor service "
-            f"with --detector {record.name}",
-        )
-    with console.status(f"loading {record.model}"):
-        how = Detection(
-            detector=services.detector_for(record),
-            box_vectors=record.dim > 0,
-            confidence_threshold=confidence_threshold,
-            categories=kept,
-        )
-    return record, record if record.dim > 0 else None, how
+        except BadInput as exc:
+            raise BadInput(f"--{exc.field}", exc.reason) from None
 
 
 @app.command("index")
@@ -375,11 +349,11 @@ def index_objects(
     settings: Settings,
     items: list[str],
     total: int,
-    plan: tuple[ServiceRecord, ServiceRecord | None, Detection],
+    plan: Plan,
 ) -> None:
     from simsearch import objects
 
-    detector, service, how = plan
+    detector, service, how = plan.detector, plan.service, plan.how
     into = service.name if service is not None else f"{detector.name} (boxes only)"
     with progress_bar() as progress:
         task = progress.add_task(f"finding objects with {detector.name}, indexing into {into}", total=total)
@@ -478,10 +452,10 @@ def search_cmd(
             confidence_threshold=confidence_threshold,
             search=True,
         )
-        if plan is None or plan[1] is None:  # object_plan refuses these when searching
+        if plan is None or plan.service is None:  # object_plan refuses these when searching
             raise BadInput("--detector", f"{record.name} makes no object vectors to search")
         options = (k, score.value, limit, tuple(category) if category else None)
-        search_objects(engine, settings, absolute(images), plan[1], plan[2], options, as_json, per_object)
+        search_objects(engine, settings, absolute(images), plan.service, plan.how, options, as_json, per_object)
         return
     for flag, given in (("--detector", detector), ("--per-object", per_object), ("--category", category)):
         if given:

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 from sqlalchemy import Engine, text
 
-from simsearch import store
+from simsearch import services, store
 from simsearch.errors import BadInput
 from simsearch.index import LoadedIndex
 from simsearch.ingest import binarize, check_source, stored_uri
@@ -327,3 +327,73 @@ def rank_images(
         return store.rank_images(
             conn, service.id, query_no, ids, dists, score=score, categories=categories, where=where, limit=limit
         )
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    """Which service finds the boxes, which one stores their vectors (None: the boxes only), and how."""
+
+    detector: ServiceRecord
+    service: ServiceRecord | None
+    how: Detection
+
+
+def plan(
+    engine: Engine,
+    service: ServiceRecord,
+    detector: str | None,
+    *,
+    crop: CropOptions | None = None,
+    confidence_threshold: float = 0.0,
+    categories: Sequence[str] | None = None,
+    search: bool = False,
+) -> Plan | None:
+    """The object pipeline a call asks for, the same for the native API and the CLI; None for whole images.
+
+    With `detector` (a detector service's name), it finds the boxes and `service` (an extractor) embeds each
+    crop. Without it, `service` must be a detector: its own box vectors are stored and searched (a detector
+    that makes none stores the boxes only, and cannot be searched). Refusals name the field `detector`.
+    """
+    kept = tuple(categories) if categories is not None else None
+    if detector is not None:
+        try:
+            name = services.check_name(detector)
+        except BadInput as exc:
+            raise BadInput("detector", exc.reason) from None
+        with engine.connect() as conn:
+            found = store.find_service(conn, name)
+        if found is None or found.detached_at is not None:
+            raise BadInput("detector", f"no service {name!r}; create a detector service first")
+        if found.kind != "detector":
+            raise BadInput("detector", f"{found.name} is an extractor service ({found.model}): it finds no objects")
+        if service.kind == "detector":
+            raise BadInput(
+                "detector",
+                f"{service.name} is a detector itself: leave the detector out to use its own box vectors, "
+                "or name an extractor service to embed the crops",
+            )
+        how = Detection(
+            detector=services.detector_for(found),
+            extractor=services.extractor_for(service),
+            confidence_threshold=confidence_threshold,
+            categories=kept,
+            crop=crop or CropOptions(),
+        )
+        return Plan(found, service, how)
+    if service.kind != "detector":
+        if search:
+            raise BadInput("detector", f"{service.name} is an extractor: name the detector service that finds objects")
+        return None
+    if service.dim == 0 and search:
+        raise BadInput(
+            "detector",
+            f"{service.name} ({service.model}) finds objects but makes no vectors of them: search an extractor "
+            f"service and name {service.name} as its detector",
+        )
+    how = Detection(
+        detector=services.detector_for(service),
+        box_vectors=service.dim > 0,
+        confidence_threshold=confidence_threshold,
+        categories=kept,
+    )
+    return Plan(service, service if service.dim > 0 else None, how)

@@ -67,7 +67,7 @@ from simsearch.errors import BadInput, NotFound
 from simsearch.index import build_generation, faiss_index, index_settings, stored_settings
 from simsearch.ingest import IngestReport, ingest
 from simsearch.input import under_roots
-from simsearch.objects import CropOptions, Detection, ObjectImage, ObjectReport
+from simsearch.objects import CropOptions, ObjectImage, ObjectReport, Plan, plan
 from simsearch.search import SearchOptions, search_vectors
 from simsearch.store import BuildRecord, Hit, ImageRecord, ObjectRecord, RankedImage, ServiceRecord
 
@@ -289,30 +289,6 @@ def _form_filter(raw: str | None) -> dict[str, Any] | None:
 # ---- objects ---------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
-class _ObjectPlan:
-    """Which service finds the objects, which embeds them (None: the boxes only), and how."""
-
-    detector: ServiceRecord
-    service: ServiceRecord | None
-    how: Detection
-
-
-def _detector_service(core: Core, name: str) -> ServiceRecord:
-    """The detector service a request names in `detector`."""
-    try:
-        stored = services.check_name(name)
-    except BadInput as exc:
-        raise BadInput("detector", exc.reason) from None
-    with core.engine.connect() as conn:
-        found = store.find_service(conn, stored)
-    if found is None or found.detached_at is not None:
-        raise BadInput("detector", f"no service {stored!r}; create a detector service first (POST /api/v1/services)")
-    if found.kind != "detector":
-        raise BadInput("detector", f"{found.name} is an extractor service ({found.model}): it finds no objects")
-    return found
-
-
 def _object_plan(
     core: Core,
     service: ServiceRecord,
@@ -322,54 +298,24 @@ def _object_plan(
     threshold: float,
     categories: list[str] | None,
     search: bool,
-) -> _ObjectPlan | None:
-    """The object pipeline a request asks for; None for whole images (indexing without a detector into an
-    extractor service).
-
-    With `detector`, that detector service finds the boxes and `service` (an extractor) embeds each crop.
-    Without it, `service` must be a detector: its own box vectors are used (a detector that makes none
-    indexes the boxes only, and cannot be searched).
-    """
-    kept = tuple(categories) if categories is not None else None
-    if detector is not None:
-        found = _detector_service(core, detector)
-        if service.kind == "detector":
-            raise BadInput(
-                "detector",
-                f"{service.name} is a detector itself: leave `detector` out to use its own box vectors, "
-                "or put an extractor service in the path to embed the crops",
-            )
-        options = CropOptions(**msgspec.structs.asdict(crop)) if crop is not None else CropOptions()
-        how = Detection(
-            detector=services.detector_for(found),
-            extractor=services.extractor_for(service),
-            confidence_threshold=threshold,
-            categories=kept,
-            crop=options,
-        )
-        return _ObjectPlan(found, service, how)
-    if service.kind != "detector":
-        if search:
-            raise BadInput(
-                "detector", f"{service.name} is an extractor: name the detector service that finds the objects"
-            )
+) -> Plan | None:
+    """`objects.plan` for a request; `crop`, `confidence_threshold` and `categories` without any object
+    pipeline are refused rather than ignored."""
+    options = CropOptions(**msgspec.structs.asdict(crop)) if crop is not None else None
+    found = plan(
+        core.engine,
+        service,
+        detector,
+        crop=options,
+        confidence_threshold=threshold,
+        categories=categories,
+        search=search,
+    )
+    if found is None:
         for field, given in (("crop", crop), ("confidence_threshold", threshold or None), ("categories", categories)):
             if given is not None:
                 raise BadInput(field, "applies to objects only: name a detector service in `detector`")
-        return None
-    if service.dim == 0 and search:
-        raise BadInput(
-            "detector",
-            f"{service.name} ({service.model}) finds objects but makes no vectors of them: search an extractor "
-            f"service and name {service.name} as its `detector`",
-        )
-    how = Detection(
-        detector=services.detector_for(service),
-        box_vectors=service.dim > 0,
-        confidence_threshold=threshold,
-        categories=kept,
-    )
-    return _ObjectPlan(service, service if service.dim > 0 else None, how)
+    return found
 
 
 def _box(values: Any) -> list[float]:  # noqa: ANN401 - a tuple or a JSON array of four numbers
@@ -378,7 +324,7 @@ def _box(values: Any) -> list[float]:  # noqa: ANN401 - a tuple or a JSON array 
 
 def _index_objects(
     core: Core,
-    plan: _ObjectPlan,
+    plan: Plan,
     data: list[str | bytes],
     *,
     field: str = "items",
@@ -419,7 +365,7 @@ def _index_objects(
     )
 
 
-def _query_objects(core: Core, plan: _ObjectPlan, query: str | bytes, field: str) -> ObjectImage:
+def _query_objects(core: Core, plan: Plan, query: str | bytes, field: str) -> ObjectImage:
     """One query image with the objects found in it (nothing is written)."""
     if isinstance(query, str) and _is_directory(core, query):
         raise BadInput(field, f"{query} is a directory; search with one image")
