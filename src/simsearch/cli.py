@@ -366,12 +366,12 @@ def index_objects(
             roots=settings.data_roots,
             max_pixels=settings.max_pixels,
             batch_size=settings.batch_size,
+            keep_images=False,
             on_batch=lambda n: progress.advance(task, n),
         )
-    with_objects = sum(1 for i in report.images if i.objects)
     console.print(
-        f"stored {report.objects_stored} objects of {with_objects} images into {into}; "
-        f"{len(report.images) - with_objects} images without objects; skipped {len(report.skipped)} non-image files"
+        f"stored {report.objects_stored} objects of {report.with_objects} images into {into}; "
+        f"{report.without_objects} images without objects; skipped {len(report.skipped)} non-image files"
     )
 
 

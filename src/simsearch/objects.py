@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from sqlalchemy import Engine, text
+from sqlalchemy import Connection, Engine, text
 
 from simsearch import services, store
 from simsearch.errors import BadInput
@@ -76,7 +76,9 @@ class Detection:
 
 @dataclass(slots=True)
 class ObjectReport:
-    images: list[ObjectImage] = field(default_factory=list)
+    images: list[ObjectImage] = field(default_factory=list)  # with keep_images=True
+    with_objects: int = 0  # images in which something was found
+    without_objects: int = 0
     skipped: list[str] = field(default_factory=list)
     image_ids: dict[str, int] = field(default_factory=dict)  # stored uri -> image id (images with objects)
     objects_stored: int = 0
@@ -189,11 +191,7 @@ def find_objects(
 
 
 def _write(
-    engine: Engine,
-    detector: ServiceRecord,
-    service: ServiceRecord | None,
-    images: list[ObjectImage],
-    conn: Any,  # noqa: ANN401
+    conn: Connection, detector: ServiceRecord, service: ServiceRecord | None, images: list[ObjectImage]
 ) -> tuple[dict[str, int], int]:
     with_objects = [i for i in images if i.objects]
     if service is not None and any(o.vector is not None for i in with_objects for o in i.objects):
@@ -236,6 +234,7 @@ def index_objects(
     metadata: Sequence[dict[str, Any]] | None = None,
     urls: UrlPolicy | None = None,
     write: bool = True,
+    keep_images: bool = True,
     on_batch: Callable[[int], None] | None = None,
 ) -> ObjectReport:
     """Detect the objects in `data` and store them: the boxes as `detector`'s ROIs and, when `service`
@@ -243,7 +242,8 @@ def index_objects(
 
     An image and its boxes and vectors commit together; `atomic=True` writes the whole call in one
     transaction (an API request), otherwise each batch commits (a large folder). An image in which
-    nothing is found stores nothing (and loses what an earlier run stored). `write=False` only detects.
+    nothing is found stores nothing (and loses what an earlier run stored). `write=False` only detects;
+    `keep_images=False` returns counts only (a large folder: memory stays bounded).
     """
     for i, entry in enumerate(metadata or []):
         store.check_storable(entry, f"metadata[{i}]")
@@ -258,13 +258,17 @@ def index_objects(
         try:
             for images, skipped in batches:
                 if write:
-                    ids, count = _write(engine, detector, service, images, conn)
+                    ids, count = _write(conn, detector, service, images)
                     report.image_ids.update(ids)
                     report.objects_stored += count
                     if not atomic:
                         transaction.commit()
                         transaction = conn.begin()
-                report.images.extend(images)
+                if keep_images:
+                    report.images.extend(images)
+                found = sum(1 for i in images if i.objects)
+                report.with_objects += found
+                report.without_objects += len(images) - found
                 report.skipped.extend(skipped)
                 if on_batch is not None:
                     on_batch(len(images) + len(skipped))
