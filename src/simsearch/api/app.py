@@ -129,7 +129,7 @@ def open_engine(settings: Settings) -> Engine:
 def create_app(settings: Settings | None = None, *, engine: Engine | None = None) -> Litestar:
     """The HTTP app. `engine` is for callers that already hold a migrated one (tests); otherwise the
     database is opened (and migrated) when the app starts."""
-    from simsearch.api import deepdetect, native  # they import this module's guards
+    from simsearch.api import deepdetect, native, native_objects  # they import this module's guards
 
     settings = settings or Settings()
 
@@ -148,7 +148,7 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
                 eng.dispose()
 
     return Litestar(
-        route_handlers=[*deepdetect.ROUTES, *native.ROUTES],
+        route_handlers=[*deepdetect.ROUTES, *native.ROUTES, *native_objects.ROUTES],
         lifespan=[lifespan],
         exception_handlers={Exception: handle_exception},
         request_class=SimsearchRequest,

@@ -2,12 +2,7 @@
 
 from __future__ import annotations
 
-import os
-import re
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any
 
 import msgspec
 import numpy as np
@@ -16,20 +11,29 @@ from litestar import Controller, Request, delete, get, patch, post
 from litestar.datastructures import UploadFile
 from litestar.di import NamedDependency, Provide
 from litestar.handlers import HTTPRouteHandler
-from litestar.openapi import ResponseSpec
-from litestar.openapi.spec import Operation, RequestBody
-from litestar.params import FromPath, JSONBody, MultipartBody, PathParameter, QueryParameter
+from litestar.params import FromPath, JSONBody, MultipartBody, QueryParameter
 from litestar.status_codes import HTTP_200_OK, HTTP_201_CREATED, HTTP_204_NO_CONTENT
 
-from simsearch import objects, services, store
+from simsearch import services, store
 from simsearch.api.app import Core, admin_guard, core_of, read_guard
-from simsearch.api.errors import body_error
+from simsearch.api.native_common import (
+    READS,
+    SENDS,
+    WRITES,
+    ImageId,
+    OptionalBody,
+    core_dependency,
+    data_as,
+    fields_renamed,
+    form_options,
+    is_directory,
+    problems,
+    service_named,
+)
+from simsearch.api.native_objects import index_objects, object_plan
 from simsearch.api.schemas import (
-    MAX_ID,
     BuildOut,
     BuildRequest,
-    Crop,
-    FoundObject,
     Health,
     HitOut,
     ImageOut,
@@ -39,101 +43,21 @@ from simsearch.api.schemas import (
     IndexOptions,
     IndexRequest,
     IndexResult,
-    Match,
-    Neighbour,
-    ObjectOptions,
-    ObjectSearchForm,
-    ObjectSearchRequest,
-    ObjectSearchResult,
-    Problem,
-    QueryObjectHits,
-    RankedImageOut,
-    RankOptions,
     SearchRequest,
     SearchResult,
     SearchUploadForm,
     ServiceCreate,
     ServiceHealth,
     ServiceOut,
-    SimilarObjectsForm,
-    SimilarObjectsRequest,
-    SimilarObjectsResult,
     StoredImage,
-    StoredObject,
     UploadForm,
     UploadItem,
 )
-from simsearch.errors import BadInput, NotFound
+from simsearch.errors import BadInput
 from simsearch.index import build_generation, faiss_index, index_settings, stored_settings
 from simsearch.ingest import IngestReport, ingest
-from simsearch.input import under_roots
-from simsearch.objects import CropOptions, ObjectImage, ObjectReport, Plan, plan
 from simsearch.search import SearchOptions, search_vectors
-from simsearch.store import BuildRecord, Hit, ImageRecord, ObjectRecord, RankedImage, ServiceRecord
-
-ImageId = Annotated[int, PathParameter(ge=1, le=MAX_ID, description="A stored image id")]
-
-_PROBLEMS = {
-    400: "Bad input: `field` names the request field at fault, `detail` says why",
-    401: "A bearer token is configured and the request has none, or a wrong one",
-    403: "The read token may only read and search",
-    404: "No such service or image",
-    409: "A service of that name exists already",
-    413: "The request body is larger than SIMSEARCH_MAX_REQUEST_BYTES",
-}
-
-
-def _problems(*codes: int) -> dict[int, ResponseSpec]:
-    """OpenAPI entries for the problem details a route may answer (errors.py renders them)."""
-    return {
-        code: ResponseSpec(
-            Problem, description=_PROBLEMS[code], media_type="application/problem+json", generate_examples=False
-        )
-        for code in (400, 401, *codes)
-    }
-
-
-@dataclass
-class _OptionalBody(Operation):
-    """The OpenAPI operation of a route whose JSON body may be left out (Litestar marks every body required)."""
-
-    def __post_init__(self) -> None:
-        if isinstance(self.request_body, RequestBody):
-            self.request_body.required = False
-
-
-_READS = _problems(404)
-_WRITES = _problems(403, 404)
-_SENDS = _problems(403, 404, 413)  # writes with a body
-
-
-def _core(request: Request[Any, Any, Any]) -> Core:
-    return core_of(request)
-
-
-def _service(core: Core, name: FromPath[str]) -> ServiceRecord:
-    try:
-        stored = services.check_name(name)
-    except BadInput:  # no service can have this name
-        raise NotFound(f"service {name[:100]!r} not found") from None
-    with core.engine.connect() as conn:
-        return store.get_service(conn, stored)
-
-
-@contextmanager
-def _fields_renamed(rename: Callable[[str], str]) -> Iterator[None]:
-    """Core errors name `data[i]` (the position in the call); name the request's own field instead."""
-    try:
-        yield
-    except BadInput as exc:
-        field = rename(exc.field)
-        if field == exc.field:
-            raise
-        raise BadInput(field, exc.reason) from exc
-
-
-def _data_as(name: str) -> Callable[[str], str]:
-    return lambda field: re.sub(r"^data\[(\d+)\]", name, field)
+from simsearch.store import BuildRecord, ImageRecord, ServiceRecord
 
 
 def _service_out(core: Core, service: ServiceRecord) -> ServiceOut:
@@ -215,21 +139,13 @@ def _index_result(report: IngestReport) -> IndexResult:
 
 def _query_vector(core: Core, service: ServiceRecord, query: str | bytes, field: str) -> np.ndarray:
     """The (1, dim) vector of one query image: a path, base64 bytes, a URL, or uploaded bytes."""
-    if isinstance(query, str) and _is_directory(core, query):
+    if isinstance(query, str) and is_directory(core, query):
         raise BadInput(field, f"{query} is a directory; search with one image")
-    with _fields_renamed(_data_as(field)):
+    with fields_renamed(data_as(field)):
         predictions = _ingest(core, service, [query], field=field, write=False).predictions
     if len(predictions) != 1:
         raise BadInput(field, "give exactly one image (a file, base64 bytes or a URL)")
     return predictions[0].vector[None, :]
-
-
-def _is_directory(core: Core, item: str) -> bool:
-    """A directory under the data roots (others are refused by ingest as outside the roots)."""
-    try:
-        return os.path.isdir(item) and under_roots(item, core.roots)
-    except (OSError, ValueError):
-        return False
 
 
 def _search(
@@ -286,246 +202,11 @@ def _form_filter(raw: str | None) -> dict[str, Any] | None:
     return where
 
 
-# ---- objects ---------------------------------------------------------------------------------------
-
-
-def _object_plan(
-    core: Core,
-    service: ServiceRecord,
-    *,
-    detector: str | None,
-    crop: Crop | None,
-    threshold: float,
-    categories: list[str] | None,
-    search: bool,
-) -> Plan | None:
-    """`objects.plan` for a request; `crop`, `confidence_threshold` and `categories` without any object
-    pipeline are refused rather than ignored."""
-    options = CropOptions(**msgspec.structs.asdict(crop)) if crop is not None else None
-    found = plan(
-        core.engine,
-        service,
-        detector,
-        crop=options,
-        confidence_threshold=threshold,
-        categories=categories,
-        search=search,
-    )
-    if found is None:
-        for field, given in (("crop", crop), ("confidence_threshold", threshold or None), ("categories", categories)):
-            if given is not None:
-                raise BadInput(field, "applies to objects only: name a detector service in `detector`")
-    return found
-
-
-def _box(values: Any) -> list[float]:  # noqa: ANN401 - a tuple or a JSON array of four numbers
-    return [float(v) for v in values]
-
-
-def _index_objects(
-    core: Core,
-    plan: Plan,
-    data: list[str | bytes],
-    *,
-    field: str = "items",
-    uris: list[str | None] | None = None,
-    metadata: list[dict[str, Any]] | None = None,
-) -> IndexResult:
-    if len(data) > core.settings.max_items:
-        raise BadInput(field, f"{len(data)} items; at most {core.settings.max_items} per call (SIMSEARCH_MAX_ITEMS)")
-    report: ObjectReport = objects.index_objects(
-        core.engine,
-        plan.detector,
-        plan.service,
-        data,
-        plan.how,
-        roots=core.roots,
-        max_pixels=core.settings.max_pixels,
-        batch_size=core.settings.batch_size,
-        atomic=True,
-        uris=uris,
-        metadata=metadata,
-        urls=core.urls,
-    )
-    images = [
-        StoredImage(
-            position=i.position,
-            id=report.image_ids[i.stored_uri] if i.objects else None,
-            uri=i.stored_uri,
-            objects=[FoundObject(bbox=_box(o.bbox), category=o.category, prob=o.prob) for o in i.objects],
-        )
-        for i in report.images
-    ]
-    return IndexResult(
-        images=images,
-        indexed=sum(1 for i in report.images if i.objects),
-        skipped=len(report.skipped),
-        skipped_uris=report.skipped,
-        objects=report.objects_stored,
-    )
-
-
-def _query_objects(core: Core, plan: Plan, query: str | bytes, field: str) -> ObjectImage:
-    """One query image with the objects found in it (nothing is written)."""
-    if isinstance(query, str) and _is_directory(core, query):
-        raise BadInput(field, f"{query} is a directory; search with one image")
-    with _fields_renamed(_data_as(field)):
-        found = [
-            image
-            for batch, _ in objects.find_objects(
-                [query], plan.how, roots=core.roots, max_pixels=core.settings.max_pixels, batch_size=1, urls=core.urls
-            )
-            for image in batch
-        ]
-    if len(found) != 1:
-        raise BadInput(field, "give exactly one image (a file, base64 bytes or a URL)")
-    return found[0]
-
-
-def _object_search(
-    core: Core, service: ServiceRecord, query: str | bytes, field: str, given: ObjectOptions
-) -> tuple[ServiceRecord, ObjectImage, list[list[Hit]], int | None]:
-    """Detect the query image's objects and find each one's k nearest stored objects: the service that
-    answered, the query image, the hits per query object, and the index generation used."""
-    for key in ("filter", "categories", "query_categories"):
-        store.check_storable(getattr(given, key), key)
-    plan = _object_plan(
-        core,
-        service,
-        detector=given.detector,
-        crop=given.crop,
-        threshold=given.confidence_threshold,
-        categories=given.query_categories,
-        search=True,
-    )
-    if plan is None or plan.service is None:  # refused by _object_plan already when searching
-        raise BadInput("detector", f"{service.name} makes no object vectors to search")
-    image = _query_objects(core, plan, query, field)
-    index = core.indexes.current(plan.service)
-    options = SearchOptions(
-        where=given.filter,
-        categories=tuple(given.categories) if given.categories is not None else None,
-        nprobe=given.nprobe,
-        ef_search=given.ef_search,
-        search_k=given.search_k,
-    )
-    hits = objects.search_objects(core.engine, plan.service, index, [image], given.k, options)[0]
-    return plan.service, image, hits, index.build.id if index is not None else None
-
-
-def _neighbour(hit: Hit) -> Neighbour:
-    return Neighbour(
-        image_id=hit.image_id,
-        uri=hit.uri,
-        dist=hit.dist,
-        roi_id=hit.roi_id,
-        embedding_id=hit.embedding_id,
-        bbox=_box(hit.bbox) if hit.bbox is not None else None,
-        category=hit.category,
-        prob=hit.prob,
-        width=hit.width,
-        height=hit.height,
-        metadata=hit.metadata,
-    )
-
-
-def _search_result(image: ObjectImage, hits: list[list[Hit]], generation: int | None) -> ObjectSearchResult:
-    return ObjectSearchResult(
-        query_objects=[
-            QueryObjectHits(
-                bbox=_box(o.bbox), category=o.category, prob=o.prob, neighbours=[_neighbour(h) for h in found]
-            )
-            for o, found in zip(image.objects, hits, strict=True)
-        ],
-        generation=generation,
-    )
-
-
-def _ranked(image: RankedImage) -> RankedImageOut:
-    return RankedImageOut(
-        image_id=image.image_id,
-        uri=image.uri,
-        score=image.score,
-        hit_count=image.hit_count,
-        query_count=image.query_count,
-        mean_dist=image.mean_dist,
-        min_dist=image.min_dist,
-        width=image.width,
-        height=image.height,
-        sha256=image.sha256,
-        metadata=image.metadata,
-        matches=msgspec.convert(image.matches, list[Match]),
-    )
-
-
-def _similar_objects(
-    core: Core, service: ServiceRecord, query: str | bytes, field: str, given: RankOptions
-) -> SimilarObjectsResult:
-    """The images ranked by their objects' hits (sql/functions/rank_images.sql does the ranking)."""
-    answering, image, hits, generation = _object_search(core, service, query, field, given)
-    ranked = objects.rank_images(
-        core.engine,
-        answering,
-        hits,
-        score=given.score,
-        categories=given.categories,
-        where=given.filter,
-        limit=given.limit,
-    )
-    return SimilarObjectsResult(
-        query_objects=[FoundObject(bbox=_box(o.bbox), category=o.category, prob=o.prob) for o in image.objects],
-        images=[_ranked(r) for r in ranked],
-        generation=generation,
-    )
-
-
-def _form_json(raw: str | None, field: str) -> Any:  # noqa: ANN401 - any JSON value
-    """A form field that holds JSON (crop, filter, category lists); None when left empty."""
-    if raw is None or not raw.strip():
-        return None
-    try:
-        value = msgspec.json.decode(raw)
-    except (msgspec.DecodeError, RecursionError) as exc:
-        raise BadInput(field, f"must be JSON: {exc}") from exc
-    store.check_storable(value, field)
-    return value
-
-
-_Options = TypeVar("_Options", IndexOptions, ObjectOptions, RankOptions)
-_FORM_JSON = ("crop", "query_categories", "categories", "filter")  # form fields that hold JSON
-
-
-def _form_options(form: UploadForm | ObjectSearchForm, kind: type[_Options]) -> _Options:
-    """An upload form's fields as the JSON body's options, validated the same way."""
-    values = {
-        f: _form_json(getattr(form, f), f) if f in _FORM_JSON else getattr(form, f)
-        for f in kind.__struct_fields__
-        if hasattr(form, f)
-    }
-    try:
-        return msgspec.convert({k: v for k, v in values.items() if v is not None}, kind, strict=False)
-    except msgspec.ValidationError as exc:
-        raise body_error(str(exc)) from None
-
-
-def _stored_object(record: ObjectRecord) -> StoredObject:
-    return StoredObject(
-        roi_id=record.roi_id,
-        image_id=record.image_id,
-        bbox=_box(record.bbox),
-        category=record.category,
-        prob=record.prob,
-        detector=record.detector,
-        embedded_by=record.embedded_by,
-        created_at=record.created_at,
-    )
-
-
 class ServiceController(Controller):
     path = "/api/v1/services"
     tags = ["services"]  # noqa: RUF012 - Litestar reads these class attributes
     security = [{"bearer": []}]  # noqa: RUF012 - in OpenAPI; enforced by the guards when a token is set
-    dependencies = {"core": Provide(_core, sync_to_thread=False)}  # noqa: RUF012
+    dependencies = {"core": Provide(core_dependency, sync_to_thread=False)}  # noqa: RUF012
 
     @post(
         "/",
@@ -533,7 +214,7 @@ class ServiceController(Controller):
         guards=[admin_guard],
         sync_to_thread=True,
         status_code=HTTP_201_CREATED,
-        responses=_problems(403, 409, 413),
+        responses=problems(403, 409, 413),
     )
     def create_service(self, core: NamedDependency[Core], data: JSONBody[ServiceCreate]) -> ServiceOut:
         """Register a service: the model that makes vectors, and how they are indexed."""
@@ -568,22 +249,22 @@ class ServiceController(Controller):
         )
         return _service_out(core, record)
 
-    @get("/", operation_id="listServices", guards=[read_guard], sync_to_thread=True, responses=_problems())
+    @get("/", operation_id="listServices", guards=[read_guard], sync_to_thread=True, responses=problems())
     def list_services(self, core: NamedDependency[Core]) -> list[ServiceOut]:
         """Every service, by name."""
         with core.engine.connect() as conn:
             listed = store.list_services(conn)
         return [_service_out(core, s) for s in listed]
 
-    @get("/{name:str}", operation_id="getService", guards=[read_guard], sync_to_thread=True, responses=_READS)
+    @get("/{name:str}", operation_id="getService", guards=[read_guard], sync_to_thread=True, responses=READS)
     def get_service(self, core: NamedDependency[Core], name: FromPath[str]) -> ServiceOut:
         """One service with its index state."""
-        return _service_out(core, _service(core, name))
+        return _service_out(core, service_named(core, name))
 
-    @delete("/{name:str}", operation_id="deleteService", guards=[admin_guard], sync_to_thread=True, responses=_WRITES)
+    @delete("/{name:str}", operation_id="deleteService", guards=[admin_guard], sync_to_thread=True, responses=WRITES)
     def delete_service(self, core: NamedDependency[Core], name: FromPath[str]) -> None:
         """Delete the service, its vectors, its index files, and the images no other service uses."""
-        service = _service(core, name)
+        service = service_named(core, name)
         record = services.remove_service(core.engine, service.name, clear="full", index_dir=core.settings.index_dir)
         core.indexes.forget(record.id)
 
@@ -593,7 +274,7 @@ class ServiceController(Controller):
         guards=[admin_guard],
         sync_to_thread=True,
         status_code=HTTP_201_CREATED,
-        responses=_SENDS,
+        responses=SENDS,
     )
     def index_json(self, core: NamedDependency[Core], name: FromPath[str], data: JSONBody[IndexRequest]) -> IndexResult:
         """Index images given as paths, directories, base64 or URLs, with optional uri and metadata each;
@@ -607,8 +288,8 @@ class ServiceController(Controller):
             store.check_storable(item.uri, f"items[{i}].uri")
             store.check_storable(item.metadata, f"items[{i}].metadata")
         store.check_storable(data.categories, "categories")
-        service = _service(core, name)
-        plan = _object_plan(
+        service = service_named(core, name)
+        plan = object_plan(
             core,
             service,
             detector=data.detector,
@@ -621,7 +302,7 @@ class ServiceController(Controller):
         uris: list[str | None] = [item.uri for item in data.items]
         metadata = [item.metadata for item in data.items]
         if plan is not None:
-            return _index_objects(core, plan, content, uris=uris, metadata=metadata)
+            return index_objects(core, plan, content, uris=uris, metadata=metadata)
         return _index_result(_ingest(core, service, content, uris=uris, metadata=metadata))
 
     @post(
@@ -629,7 +310,7 @@ class ServiceController(Controller):
         operation_id="uploadImages",
         guards=[admin_guard],
         status_code=HTTP_201_CREATED,
-        responses=_problems(403, 404, 413),
+        responses=problems(403, 404, 413),
     )
     async def index_upload(
         self,
@@ -645,14 +326,14 @@ class ServiceController(Controller):
         if not files or not all(isinstance(f, UploadFile) for f in files):
             raise BadInput("files", "send each image as a file part named `files` (multipart/form-data)")
         items = _upload_items(data.items, len(files))
-        options = _form_options(data, IndexOptions)
+        options = form_options(data, IndexOptions)
         contents: list[str | bytes] = [await f.read() for f in files]
         uris: list[str | None] = [i.uri for i in items]
         metadata = [i.metadata for i in items]
 
         def run() -> IndexResult:
-            service = _service(core, name)
-            plan = _object_plan(
+            service = service_named(core, name)
+            plan = object_plan(
                 core,
                 service,
                 detector=options.detector,
@@ -661,9 +342,9 @@ class ServiceController(Controller):
                 categories=options.categories,
                 search=False,
             )
-            with _fields_renamed(_data_as(r"files[\1]")):
+            with fields_renamed(data_as(r"files[\1]")):
                 if plan is not None:
-                    return _index_objects(core, plan, contents, field="files", uris=uris, metadata=metadata)
+                    return index_objects(core, plan, contents, field="files", uris=uris, metadata=metadata)
                 report = _ingest(core, service, contents, field="files", uris=uris, metadata=metadata)
             return _index_result(report)
 
@@ -675,7 +356,7 @@ class ServiceController(Controller):
         guards=[read_guard],
         sync_to_thread=True,
         status_code=HTTP_200_OK,
-        responses=_problems(404, 413),
+        responses=problems(404, 413),
     )
     def search_json(
         self, core: NamedDependency[Core], name: FromPath[str], data: JSONBody[SearchRequest]
@@ -684,7 +365,7 @@ class ServiceController(Controller):
         the images whose metadata contains it (and still answers k when k of them exist)."""
         store.check_storable(data.filter, "filter")
         store.check_storable(data.image, "image")
-        service = _service(core, name)
+        service = service_named(core, name)
         given = [x for x in (data.image, data.image_id, data.vector) if x is not None]
         if len(given) != 1:
             raise BadInput("query", "give exactly one of image, image_id and vector")
@@ -706,7 +387,7 @@ class ServiceController(Controller):
         operation_id="searchUpload",
         guards=[read_guard],
         status_code=HTTP_200_OK,
-        responses=_problems(404, 413),
+        responses=problems(404, 413),
     )
     async def search_upload(
         self,
@@ -721,93 +402,8 @@ class ServiceController(Controller):
         content = await data.file.read()
 
         def run() -> SearchResult:
-            service = _service(core, name)
+            service = service_named(core, name)
             return _search(core, service, _query_vector(core, service, content, "file"), data.k, where)
-
-        return await to_thread.run_sync(run)
-
-    @post(
-        "/{name:str}/objects/search",
-        operation_id="searchObjects",
-        guards=[read_guard],
-        sync_to_thread=True,
-        status_code=HTTP_200_OK,
-        responses=_problems(404, 413),
-    )
-    def search_objects_json(
-        self, core: NamedDependency[Core], name: FromPath[str], data: JSONBody[ObjectSearchRequest]
-    ) -> ObjectSearchResult:
-        """Detect the objects of a query image and find each one's k nearest stored objects of this
-        service: with `detector`, that detector service finds them and this service embeds each crop;
-        without, this service must be a detector with box vectors. `categories` keeps stored objects of
-        those categories, `filter` images whose metadata contains it."""
-        store.check_storable(data.image, "image")
-        service = _service(core, name)
-        _, image, hits, generation = _object_search(core, service, data.image, "image", data)
-        return _search_result(image, hits, generation)
-
-    @post(
-        "/{name:str}/objects/search/upload",
-        operation_id="searchObjectsUpload",
-        guards=[read_guard],
-        status_code=HTTP_200_OK,
-        responses=_problems(404, 413),
-    )
-    async def search_objects_upload(
-        self, core: NamedDependency[Core], name: FromPath[str], data: MultipartBody[ObjectSearchForm]
-    ) -> ObjectSearchResult:
-        """The object search of an uploaded query image (multipart: `file`, and the JSON body's other
-        fields; `crop` and `filter` as JSON objects, the category lists as JSON arrays)."""
-        if not isinstance(data.file, UploadFile):
-            raise BadInput("file", "send exactly one image as a file part named `file` (multipart/form-data)")
-        given = _form_options(data, ObjectOptions)
-        content = await data.file.read()
-
-        def run() -> ObjectSearchResult:
-            service = _service(core, name)
-            _, image, hits, generation = _object_search(core, service, content, "file", given)
-            return _search_result(image, hits, generation)
-
-        return await to_thread.run_sync(run)
-
-    @post(
-        "/{name:str}/images/similar-objects",
-        operation_id="similarObjects",
-        guards=[read_guard],
-        sync_to_thread=True,
-        status_code=HTTP_200_OK,
-        responses=_problems(404, 413),
-    )
-    def similar_objects_json(
-        self, core: NamedDependency[Core], name: FromPath[str], data: JSONBody[SimilarObjectsRequest]
-    ) -> SimilarObjectsResult:
-        """The stored images ranked by how similar their objects are to the objects of a query image: an
-        object search (k neighbours per query object), then the hits aggregated per image in SQL by
-        `score` (mean or min distance ascending, count of query objects or sum of 1 / (1 + distance)
-        descending; ties by mean distance, then image id)."""
-        store.check_storable(data.image, "image")
-        service = _service(core, name)
-        return _similar_objects(core, service, data.image, "image", data)
-
-    @post(
-        "/{name:str}/images/similar-objects/upload",
-        operation_id="similarObjectsUpload",
-        guards=[read_guard],
-        status_code=HTTP_200_OK,
-        responses=_problems(404, 413),
-    )
-    async def similar_objects_upload(
-        self, core: NamedDependency[Core], name: FromPath[str], data: MultipartBody[SimilarObjectsForm]
-    ) -> SimilarObjectsResult:
-        """The images ranked by their objects' similarity to those of an uploaded query image (multipart:
-        `file`, and the JSON body's other fields)."""
-        if not isinstance(data.file, UploadFile):
-            raise BadInput("file", "send exactly one image as a file part named `file` (multipart/form-data)")
-        given = _form_options(data, RankOptions)
-        content = await data.file.read()
-
-        def run() -> SimilarObjectsResult:
-            return _similar_objects(core, _service(core, name), content, "file", given)
 
         return await to_thread.run_sync(run)
 
@@ -817,8 +413,8 @@ class ServiceController(Controller):
         guards=[admin_guard],
         sync_to_thread=True,
         status_code=HTTP_201_CREATED,
-        responses=_SENDS,
-        operation_class=_OptionalBody,
+        responses=SENDS,
+        operation_class=OptionalBody,
     )
     def start_build(
         self, core: NamedDependency[Core], name: FromPath[str], data: JSONBody[BuildRequest | None] = None
@@ -827,15 +423,15 @@ class ServiceController(Controller):
         optional, its `index_type` overrides the service's for this generation."""
         index_type = data.index_type if data is not None else None
         store.check_storable(index_type, "index_type")
-        service = _service(core, name)
+        service = service_named(core, name)
         build = build_generation(core.engine, service, core.settings.index_dir, index_type=index_type)
         core.indexes.invalidate(service.id)  # the next search here sees it (other processes hear NOTIFY)
         return _build_out(build)
 
-    @get("/{name:str}/builds", operation_id="listBuilds", guards=[read_guard], sync_to_thread=True, responses=_READS)
+    @get("/{name:str}/builds", operation_id="listBuilds", guards=[read_guard], sync_to_thread=True, responses=READS)
     def list_builds(self, core: NamedDependency[Core], name: FromPath[str]) -> list[BuildOut]:
         """Every generation of the service's index, newest first (building, ready, failed, retired)."""
-        service = _service(core, name)
+        service = service_named(core, name)
         with core.engine.connect() as conn:
             return [_build_out(b) for b in store.list_builds(conn, service.id)]
 
@@ -844,9 +440,9 @@ class ImageController(Controller):
     path = "/api/v1/images"
     tags = ["images"]  # noqa: RUF012 - Litestar reads these class attributes
     security = [{"bearer": []}]  # noqa: RUF012
-    dependencies = {"core": Provide(_core, sync_to_thread=False)}  # noqa: RUF012
+    dependencies = {"core": Provide(core_dependency, sync_to_thread=False)}  # noqa: RUF012
 
-    @get("/", operation_id="listImages", guards=[read_guard], sync_to_thread=True, responses=_READS)
+    @get("/", operation_id="listImages", guards=[read_guard], sync_to_thread=True, responses=READS)
     def list_images(
         self,
         core: NamedDependency[Core],
@@ -861,34 +457,20 @@ class ImageController(Controller):
             if not (cursor.isascii() and cursor.isdigit()) or len(cursor) > 18:
                 raise BadInput("cursor", "not a cursor this API gave out; pass next_cursor unchanged")
             after = int(cursor)
-        service_id = _service(core, service).id if service is not None else None
+        service_id = service_named(core, service).id if service is not None else None
         with core.engine.connect() as conn:
             page = store.list_images(conn, service_id=service_id, after_id=after, limit=limit + 1)
         more = len(page) > limit
         page = page[:limit]
         return ImagePage(items=[_image_out(i) for i in page], next_cursor=str(page[-1].id) if more else None)
 
-    @get("/{image_id:int}", operation_id="getImage", guards=[read_guard], sync_to_thread=True, responses=_READS)
+    @get("/{image_id:int}", operation_id="getImage", guards=[read_guard], sync_to_thread=True, responses=READS)
     def get_image(self, core: NamedDependency[Core], image_id: ImageId) -> ImageOut:
         """One stored image and its metadata."""
         with core.engine.connect() as conn:
             return _image_out(store.get_image(conn, image_id))
 
-    @get(
-        "/{image_id:int}/objects",
-        operation_id="getImageObjects",
-        guards=[read_guard],
-        sync_to_thread=True,
-        responses=_READS,
-    )
-    def get_image_objects(self, core: NamedDependency[Core], image_id: ImageId) -> list[StoredObject]:
-        """The objects stored for an image: each box, with the detector service that found it and the
-        services that store a vector of it."""
-        with core.engine.connect() as conn:
-            store.get_image(conn, image_id)  # NotFound for an unknown image
-            return [_stored_object(o) for o in store.image_objects(conn, image_id)]
-
-    @patch("/{image_id:int}", operation_id="updateImage", guards=[admin_guard], sync_to_thread=True, responses=_SENDS)
+    @patch("/{image_id:int}", operation_id="updateImage", guards=[admin_guard], sync_to_thread=True, responses=SENDS)
     def update_image(self, core: NamedDependency[Core], image_id: ImageId, data: JSONBody[ImagePatch]) -> ImageOut:
         """Merge (or with replace=true, replace) the image's metadata; new keys win."""
         store.check_storable(data.metadata, "metadata")
@@ -901,7 +483,7 @@ class ImageController(Controller):
         guards=[admin_guard],
         sync_to_thread=True,
         status_code=HTTP_204_NO_CONTENT,
-        responses=_WRITES,
+        responses=WRITES,
     )
     def delete_image(self, core: NamedDependency[Core], image_id: ImageId) -> None:
         """Delete the image with its objects and vectors in every service: gone from search at once."""
