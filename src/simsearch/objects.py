@@ -24,7 +24,7 @@ from simsearch.errors import BadInput
 from simsearch.index import LoadedIndex
 from simsearch.ingest import binarize, check_source, stored_uri
 from simsearch.input import Source, UrlPolicy, crop_box, decode_image, iter_sources
-from simsearch.models import Detector, Extractor
+from simsearch.models import Detections, Detector, Extractor
 from simsearch.search import SearchOptions, search_vectors
 from simsearch.store import Hit, NewImage, NewObject, RankedImage, ServiceRecord
 
@@ -88,7 +88,7 @@ def _box(values: Sequence[float]) -> tuple[float, float, float, float]:
     return (float(values[0]), float(values[1]), float(values[2]), float(values[3]))
 
 
-def _objects_of(image: np.ndarray, found: Any, how: Detection) -> list[FoundObject]:  # noqa: ANN401 - Detections
+def _objects_of(image: np.ndarray, found: Detections, how: Detection) -> list[FoundObject]:
     keep = [
         i
         for i in range(len(found.probs))
@@ -279,7 +279,7 @@ def index_objects(
     return report
 
 
-def object_vectors(images: Sequence[ObjectImage]) -> tuple[np.ndarray, list[tuple[int, int]]]:
+def _object_vectors(images: Sequence[ObjectImage]) -> tuple[np.ndarray, list[tuple[int, int]]]:
     """The vectors of every object, stacked, and which (image, object) each row is."""
     where = [(i, j) for i, img in enumerate(images) for j, o in enumerate(img.objects) if o.vector is not None]
     if not where:
@@ -297,7 +297,7 @@ def search_objects(
 ) -> list[list[list[Hit]]]:
     """For each image, for each of its objects: the k nearest stored objects of `service`."""
     out: list[list[list[Hit]]] = [[[] for _ in img.objects] for img in images]
-    vectors, where = object_vectors(images)
+    vectors, where = _object_vectors(images)
     if not where:
         return out
     options = replace(options or SearchOptions(), objects_only=True)
