@@ -19,21 +19,21 @@ from litestar import Request, Response
 from simsearch import services, store
 from simsearch.api.app import Core, authorize
 from simsearch.api.deepdetect import (
-    _JSON,
-    _ok,
-    _Predict,
-    _set_index_settings,
-    _strings,
-    _take,
-    _warning,
+    Json,
+    PredictCall,
     build_index,
+    dd_answer,
     detect_objects,
     found_class,
+    joined_warnings,
     object_nns,
     parse_call,
     ranked_nns,
     search_objects,
+    set_index_settings,
     shown_uri,
+    take,
+    take_strings,
 )
 from simsearch.api.errors import DD_FIELDS, DDError, wrong_json
 from simsearch.errors import BadInput
@@ -54,10 +54,10 @@ _INPUT_FIELDS = ("data", "index_uris", "parameters.input")
 
 @dataclass(slots=True)
 class _Chain:
-    detector: _Predict  # the first call: data, index_uris, bbox, confidence_threshold
+    detector: PredictCall  # the first call: data, index_uris, bbox, confidence_threshold
     crop: CropOptions = field(default_factory=CropOptions)
     categories: tuple[str, ...] | None = None  # the filter action's whitelist
-    child: _Predict | None = None  # the extractor service's call (index, build_index, search, multibox_rois)
+    child: PredictCall | None = None  # the extractor service's call (index, build_index, search, multibox_rois)
     child_at: int = 0  # its position in calls
 
 
@@ -81,15 +81,15 @@ def _action_error(path: str, reason: str) -> DDError:
     return DDError(400, 1012, f"{path}: {reason}")
 
 
-def _service(core: Core, call: _JSON, i: int) -> ServiceRecord:
-    name = _take(call, "service", str, f"chain.calls[{i}]")
+def _service(core: Core, call: Json, i: int) -> ServiceRecord:
+    name = take(call, "service", str, f"chain.calls[{i}]")
     if name is None:
         raise wrong_json(f"chain.calls[{i}].service", "must be a service name, got null")
     with core.engine.connect() as conn:
         return store.get_service(conn, name.lower())  # NotFound: 404/1002
 
 
-def _number(params: _JSON, key: str, path: str, *, integer: bool, most: float) -> Any:  # noqa: ANN401
+def _number(params: Json, key: str, path: str, *, integer: bool, most: float) -> Any:  # noqa: ANN401
     value = params.get(key)
     if value is None:
         return None
@@ -102,7 +102,7 @@ def _number(params: _JSON, key: str, path: str, *, integer: bool, most: float) -
     return value
 
 
-def _crop(params: _JSON, path: str) -> CropOptions:
+def _crop(params: Json, path: str) -> CropOptions:
     """The crop action's parameters (DeepDetect's names; others are ignored, as DeepDetect does)."""
     padding = _number(params, "padding_ratio", path, integer=False, most=MAX_PADDING)
     sizes = {key: _number(params, key, path, integer=True, most=MAX_SIZE) for key in CROP_SIZES}
@@ -116,7 +116,7 @@ def _crop(params: _JSON, path: str) -> CropOptions:
     )
 
 
-def _filter(params: _JSON, path: str) -> tuple[str, ...]:
+def _filter(params: Json, path: str) -> tuple[str, ...]:
     """The filter action: `classes`, the categories kept (the others are dropped before the crop)."""
     classes = params.get("classes")
     if classes is None:
@@ -126,10 +126,10 @@ def _filter(params: _JSON, path: str) -> tuple[str, ...]:
     return tuple(classes)
 
 
-def _action(call: _JSON, i: int) -> tuple[str, _JSON]:
+def _action(call: Json, i: int) -> tuple[str, Json]:
     path = f"chain.calls[{i}].action"
-    action = _take(call, "action", dict, f"chain.calls[{i}]")
-    kind = _take(action, "type", str, path)
+    action = take(call, "action", dict, f"chain.calls[{i}]")
+    kind = take(action, "type", str, path)
     if kind is None:
         raise wrong_json(f"{path}.type", "missing: crop or filter")
     if kind not in ACTIONS:
@@ -142,10 +142,10 @@ def _action(call: _JSON, i: int) -> tuple[str, _JSON]:
     return kind, params
 
 
-def _detector_call(core: Core, service: ServiceRecord, call: _JSON) -> _Predict:
-    data = _strings(call, "data", "") or []
-    index_uris = _strings(call, "index_uris", "")
-    given = _take(_take(call, "parameters", dict, "", {}), "output", dict, "parameters", {})
+def _detector_call(core: Core, service: ServiceRecord, call: Json) -> PredictCall:
+    data = take_strings(call, "data", "") or []
+    index_uris = take_strings(call, "index_uris", "")
+    given = take(take(call, "parameters", dict, "", {}), "output", dict, "parameters", {})
     for key in _NOT_ON_DETECTOR:
         if given.get(key) not in (None, False):
             raise BadInput(
@@ -162,7 +162,7 @@ def _detector_call(core: Core, service: ServiceRecord, call: _JSON) -> _Predict:
     return detector
 
 
-def _child_call(core: Core, service: ServiceRecord, call: _JSON, detector: _Predict) -> _Predict:
+def _child_call(core: Core, service: ServiceRecord, call: Json, detector: PredictCall) -> PredictCall:
     child = parse_call(core, service, call, detector.data, detector.index_uris)
     if child.rois:
         raise BadInput(
@@ -171,7 +171,7 @@ def _child_call(core: Core, service: ServiceRecord, call: _JSON, detector: _Pred
     return child
 
 
-def _extractor(core: Core, child: _Predict) -> Extractor:
+def _extractor(core: Core, child: PredictCall) -> Extractor:
     """The child's model at its extract_layer (loaded now: an unknown layer is refused before any write)."""
     found, extractor = services.extractor_at(
         core.engine, child.service, child.layer, stored=child.index or child.search
@@ -180,13 +180,13 @@ def _extractor(core: Core, child: _Predict) -> Extractor:
     return extractor
 
 
-def _parse_chain(core: Core, body: _JSON) -> _Chain:
+def _parse_chain(core: Core, body: Json) -> _Chain:
     """The whole chain checked, nothing written."""
-    spec = _take(body, "chain", dict, "")
+    spec = take(body, "chain", dict, "")
     if spec is None:
         raise wrong_json("chain", 'missing: send {"chain": {"calls": [...]}}')
     # "resource" ("predict" in DeepDetect's tutorial) is accepted and ignored
-    calls = _take(spec, "calls", list, "chain")
+    calls = take(spec, "calls", list, "chain")
     if not calls:
         raise wrong_json(
             "chain.calls", "missing or empty: give a detector service call, actions (crop, filter), an extractor call"
@@ -213,7 +213,7 @@ def _parse_chain(core: Core, body: _JSON) -> _Chain:
     states: list[tuple[CropOptions, tuple[str, ...] | None]] = [(chain.crop, chain.categories)]
     seen: set[str] = set()
     for i, call in enumerate(calls):
-        call_id = _take(call, "id", str, f"chain.calls[{i}]")
+        call_id = take(call, "id", str, f"chain.calls[{i}]")
         if call_id is not None and call_id in ids:
             raise BadInput(f"chain.calls[{i}].id", f"{call_id!r} is already the id of chain.calls[{ids[call_id]}]")
         if i == 0:
@@ -236,7 +236,7 @@ def _parse_chain(core: Core, body: _JSON) -> _Chain:
             else:
                 chain.categories = _filter(params, path)
         elif "service" in call:
-            parent = _take(call, "parent_id", str, f"chain.calls[{i}]")
+            parent = take(call, "parent_id", str, f"chain.calls[{i}]")
             if parent is not None:
                 if parent not in ids:
                     raise BadInput(
@@ -260,7 +260,7 @@ def _parse_chain(core: Core, body: _JSON) -> _Chain:
     return chain
 
 
-def run_chain(core: Core, body: _JSON, request: Request[Any, Any, Any]) -> Response[_JSON]:
+def run_chain(core: Core, body: Json, request: Request[Any, Any, Any]) -> Response[Json]:
     started = time.perf_counter()
     chain = _parse_chain(core, body)
     child, detector = chain.child, chain.detector
@@ -289,23 +289,23 @@ def run_chain(core: Core, body: _JSON, request: Request[Any, Any, Any]) -> Respo
         if child.build:
             build_index(core, child.service)
         if child.index_values is not None:  # reached only when the index and build steps succeeded
-            _set_index_settings(core, child.service.id, child.index_values)
+            set_index_settings(core, child.service.id, child.index_values)
         if child.search:
             hits = search_objects(core, child.service, images, child)
-    predictions: list[_JSON] = []
+    predictions: list[Json] = []
     for image, found in zip(images, hits, strict=True):
         classes = []
         for o, h in zip(image.objects, found, strict=True):
             entry = found_class(o, with_bbox=True)
             if child is not None:
-                result: _JSON = {"vals": o.vector.tolist()} if o.vector is not None else {}
+                result: Json = {"vals": o.vector.tolist()} if o.vector is not None else {}
                 if image.stored_uri in stored:
                     result["indexed"] = True
                 if h:
                     result["nns"] = object_nns(h)
                 entry[child.service.name] = result
             classes.append(entry)
-        prediction: _JSON = {"uri": shown_uri(image), "classes": classes}
+        prediction: Json = {"uri": shown_uri(image), "classes": classes}
         multibox = child is not None and child.search and child.multibox
         if multibox and child is not None and (ranked := ranked_nns(core, child.service, found, child.k)):
             prediction["nns"] = ranked
@@ -317,6 +317,6 @@ def run_chain(core: Core, body: _JSON, request: Request[Any, Any, Any]) -> Respo
         "method": "/chain",
         "time": round((time.perf_counter() - started) * 1000, 3),
         "skipped": skipped or None,
-        "warning": _warning(warnings),
+        "warning": joined_warnings(warnings),
     }
-    return _ok(head, {"predictions": predictions})
+    return dd_answer(head, {"predictions": predictions})

@@ -35,7 +35,7 @@ from simsearch.store import Hit, RankedImage, ServiceRecord
 
 _OTHER_LIBS = ("caffe", "caffe2", "tf", "tensorflow", "tensorrt", "ncnn", "xgboost", "dlib", "tsne")
 _RANDOM_WEIGHTS = "weights: none: random initialisation, the vectors mean nothing (for tests only)"
-_JSON = dict[str, Any]
+Json = dict[str, Any]
 _Kinds = type | tuple[type, ...]
 _PREDICT_MLLIB_TYPES: dict[str, _Kinds] = {"gpu": bool, "gpuid": (int, list), "extract_layer": str}
 # JSON types of every output key, checked at creation too: a default of the wrong type is refused when it
@@ -66,7 +66,7 @@ _OUTPUT_TYPES: dict[str, _Kinds] = {
 }
 
 
-def _json_body(raw: bytes) -> _JSON:
+def _json_body(raw: bytes) -> Json:
     try:
         body = json.loads(raw)
     except (ValueError, UnicodeDecodeError, RecursionError) as exc:
@@ -76,7 +76,7 @@ def _json_body(raw: bytes) -> _JSON:
     return body
 
 
-def _take(obj: _JSON, key: str, kind: type | tuple[type, ...], path: str, default: Any = None) -> Any:  # noqa: ANN401
+def take(obj: Json, key: str, kind: type | tuple[type, ...], path: str, default: Any = None) -> Any:  # noqa: ANN401
     """obj[key] checked against a JSON type (400/400 naming the field when it is of the wrong type)."""
     if key not in obj or obj[key] is None:
         return default
@@ -102,8 +102,8 @@ def _take(obj: _JSON, key: str, kind: type | tuple[type, ...], path: str, defaul
     return value
 
 
-def _strings(obj: _JSON, key: str, path: str) -> list[str] | None:
-    values = _take(obj, key, list, path)
+def take_strings(obj: Json, key: str, path: str) -> list[str] | None:
+    values = take(obj, key, list, path)
     if values is None:
         return None
     for i, value in enumerate(values):
@@ -112,17 +112,17 @@ def _strings(obj: _JSON, key: str, path: str) -> list[str] | None:
     return list(values)
 
 
-def _sections(body: _JSON) -> tuple[_JSON, _JSON, _JSON]:
-    params = _take(body, "parameters", dict, "", {})
+def _sections(body: Json) -> tuple[Json, Json, Json]:
+    params = take(body, "parameters", dict, "", {})
     return (
-        _take(params, "input", dict, "parameters", {}),
-        _take(params, "mllib", dict, "parameters", {}),
-        _take(params, "output", dict, "parameters", {}),
+        take(params, "input", dict, "parameters", {}),
+        take(params, "mllib", dict, "parameters", {}),
+        take(params, "output", dict, "parameters", {}),
     )
 
 
-def _ok(head: _JSON, body: _JSON | None = None, status: int = 200, msg: str = "OK") -> Response[_JSON]:
-    answer: _JSON = {"status": {"code": status, "msg": msg}}
+def dd_answer(head: Json, body: Json | None = None, status: int = 200, msg: str = "OK") -> Response[Json]:
+    answer: Json = {"status": {"code": status, "msg": msg}}
     if head := {k: v for k, v in head.items() if v is not None}:
         answer["head"] = head
     if body is not None:
@@ -130,13 +130,13 @@ def _ok(head: _JSON, body: _JSON | None = None, status: int = 200, msg: str = "O
     return Response(answer, status_code=status)
 
 
-def _warning(warnings: list[str]) -> str | None:
+def joined_warnings(warnings: list[str]) -> str | None:
     return "; ".join(warnings) if warnings else None
 
 
-def _input_size(inp: _JSON) -> int | None:
-    width = _take(inp, "width", int, "parameters.input")
-    height = _take(inp, "height", int, "parameters.input")
+def _input_size(inp: Json) -> int | None:
+    width = take(inp, "width", int, "parameters.input")
+    height = take(inp, "height", int, "parameters.input")
     if width is not None and height is not None and width != height:
         raise BadInput(
             "parameters.input", f"width {width} and height {height} differ: simsearch models take square inputs"
@@ -144,9 +144,9 @@ def _input_size(inp: _JSON) -> int | None:
     return int(width) if width is not None else (int(height) if height is not None else None)
 
 
-def _service_info(core: Core, service: ServiceRecord, *, full: bool) -> _JSON:
+def _service_info(core: Core, service: ServiceRecord, *, full: bool) -> Json:
     created = service.params.get("deepdetect", {})
-    info: _JSON = {
+    info: Json = {
         "name": service.name,
         "description": service.description,
         "mllib": "torch",
@@ -175,42 +175,42 @@ def _service_info(core: Core, service: ServiceRecord, *, full: bool) -> _JSON:
 
 
 @get("/info", sync_to_thread=True, include_in_schema=False, guards=[read_guard])
-def info(request: Request[Any, Any, Any]) -> Response[_JSON]:
+def info(request: Request[Any, Any, Any]) -> Response[Json]:
     core = core_of(request)
     with core.engine.connect() as conn:
         listed = store.list_services(conn)
     head = {"method": "/info", "version": __version__, "services": [_service_info(core, s, full=False) for s in listed]}
-    return _ok(head)
+    return dd_answer(head)
 
 
 # ---- service creation --------------------------------------------------------------------------
 
 
-def _create(core: Core, name: str, body: _JSON) -> Response[_JSON]:
-    mllib = _take(body, "mllib", str, "")
+def _create(core: Core, name: str, body: Json) -> Response[Json]:
+    mllib = take(body, "mllib", str, "")
     if mllib is None:
         raise wrong_json("mllib", 'missing: simsearch services use "mllib": "torch"')
     if mllib.lower() in _OTHER_LIBS:
         raise BadInput("mllib", f'{mllib} is not available in simsearch: use "torch" with a torchvision template')
     if mllib.lower() != "torch":
         raise DDError(404, 1000, f'Unknown Library: {mllib} (use "torch")')
-    kind = _take(body, "type", str, "", "supervised")
+    kind = take(body, "type", str, "", "supervised")
     if kind not in ("supervised", "unsupervised"):
         raise BadInput("type", f"{kind!r}: use supervised or unsupervised")
-    description = _take(body, "description", str, "", "")
+    description = take(body, "description", str, "", "")
     inp, mllib_params, output = _sections(body)
-    connector = _take(inp, "connector", str, "parameters.input", "image")
+    connector = take(inp, "connector", str, "parameters.input", "image")
     if connector != "image":
         raise DDError(404, 1004, f'Input Connector Not Found: {connector} (simsearch reads images: use "image")')
-    template = _take(mllib_params, "template", str, "parameters.mllib")
+    template = take(mllib_params, "template", str, "parameters.mllib")
     if template is None:
         raise wrong_json("parameters.mllib.template", "missing: name a torchvision model, e.g. resnet50")
-    weights = _take(mllib_params, "weights", str, "parameters.mllib", "DEFAULT")
-    layer = _take(mllib_params, "extract_layer", str, "parameters.mllib")
+    weights = take(mllib_params, "weights", str, "parameters.mllib", "DEFAULT")
+    layer = take(mllib_params, "extract_layer", str, "parameters.mllib")
     for key, kinds in (("nclasses", int), ("gpu", bool), ("gpuid", (int, list))):
-        _take(mllib_params, key, kinds, "parameters.mllib")
-    model = _take(body, "model", dict, "", {})
-    repository = _take(model, "repository", str, "model")
+        take(mllib_params, key, kinds, "parameters.mllib")
+    model = take(body, "model", dict, "", {})
+    repository = take(model, "repository", str, "model")
     _check_output(output)  # they become the defaults of every predict: refused now, not on each call
     if not is_detector(template):
         _no_object_flags(output.get("rois") is not None, _multibox(output), f"{template} makes whole-image vectors")
@@ -237,7 +237,7 @@ def _create(core: Core, name: str, body: _JSON) -> Response[_JSON]:
         folder.mkdir(parents=True, exist_ok=True)
     warnings = [_RANDOM_WEIGHTS] if record.weights == "none" else []
     warnings += _gpu_warnings(settings.gpu)
-    return _ok({"warning": _warning(warnings)}, status=201, msg="Created")
+    return dd_answer({"warning": joined_warnings(warnings)}, status=201, msg="Created")
 
 
 def _repository(core: Core, repository: str | None) -> Path | None:
@@ -262,27 +262,27 @@ def _gpu_warnings(gpu: bool) -> list[str]:
 
 
 @route("/services/{name:str}", http_method=["PUT", "POST"], include_in_schema=False, status_code=201)
-async def create_service(request: Request[Any, Any, Any], name: FromPath[str]) -> Response[_JSON]:
+async def create_service(request: Request[Any, Any, Any], name: FromPath[str]) -> Response[Json]:
     authorize(request, "admin")
     body = _json_body(await request.body())
     return await to_thread.run_sync(_create, core_of(request), name, body)
 
 
 @get("/services/{name:str}", include_in_schema=False, guards=[read_guard])
-async def get_service(request: Request[Any, Any, Any], name: FromPath[str]) -> Response[_JSON]:
+async def get_service(request: Request[Any, Any, Any], name: FromPath[str]) -> Response[Json]:
     return await to_thread.run_sync(_describe, core_of(request), name)
 
 
-def _describe(core: Core, name: FromPath[str]) -> Response[_JSON]:
+def _describe(core: Core, name: FromPath[str]) -> Response[Json]:
     with core.engine.connect() as conn:
         service = store.get_service(conn, name.lower())
-    return _ok({"method": "/services", "service": service.name}, _service_info(core, service, full=True))
+    return dd_answer({"method": "/services", "service": service.name}, _service_info(core, service, full=True))
 
 
 @delete("/services/{name:str}", sync_to_thread=True, include_in_schema=False, status_code=HTTP_200_OK)
 def delete_service(
     request: Request[Any, Any, Any], name: FromPath[str], clear: FromQuery[str] = "mem"
-) -> Response[_JSON]:
+) -> Response[Json]:
     authorize(request, "admin")
     if clear not in ("mem", "index", "lib", "full", "dir"):
         raise wrong_json("clear", f"{clear!r}: use mem, index, lib, full or dir")
@@ -294,14 +294,14 @@ def delete_service(
     except NotFound as exc:
         raise DDError(404, None, None) from exc
     core.indexes.forget(record.id)
-    return _ok({"method": "/services", "service": name.lower()})
+    return dd_answer({"method": "/services", "service": name.lower()})
 
 
 # ---- predict -------------------------------------------------------------------------------------
 
 
 @dataclass(slots=True)
-class _Predict:
+class PredictCall:
     """One service call, checked: a predict, or a service call of a chain."""
 
     service: ServiceRecord
@@ -316,7 +316,7 @@ class _Predict:
     nprobe: int | None = None
     ef_search: int | None = None
     search_k: int | None = None
-    index_values: _JSON | None = None  # new index settings of an index/build call, stored once it succeeded
+    index_values: Json | None = None  # new index settings of an index/build call, stored once it succeeded
     warnings: list[str] = field(default_factory=list)
     # detector services
     rois: bool = False  # each box's own vector (Faster R-CNN box head)
@@ -325,14 +325,14 @@ class _Predict:
     confidence_threshold: float = 0.0
 
 
-def _flag(output: _JSON, key: str) -> bool:
-    return bool(_take(output, key, bool, "parameters.output", False))
+def _flag(output: Json, key: str) -> bool:
+    return bool(take(output, key, bool, "parameters.output", False))
 
 
-def _check_output(output: _JSON) -> None:
+def _check_output(output: Json) -> None:
     """`parameters.output` of a creation or a predict: JSON types, then the values this face decides."""
     for key, kinds in _OUTPUT_TYPES.items():
-        _take(output, key, kinds, "parameters.output")
+        take(output, key, kinds, "parameters.output")
     k = output.get("search_nn")
     if k is not None and k < 1:
         raise BadInput("parameters.output.search_nn", f"must be at least 1, got {k}")
@@ -344,7 +344,7 @@ def _check_output(output: _JSON) -> None:
         raise BadInput("parameters.output.best", f"must be at least 1, got {best}")
 
 
-def _multibox(output: _JSON) -> bool:
+def _multibox(output: Json) -> bool:
     """`multibox_rois`, or `multibox_roi` as DeepDetect's tutorial spells it."""
     return bool(output.get("multibox_rois") or output.get("multibox_roi"))
 
@@ -359,15 +359,15 @@ def _no_object_flags(rois: bool, multibox: bool, what: str) -> None:
         )
 
 
-def _parse_predict(core: Core, body: _JSON) -> _Predict:
+def _parse_predict(core: Core, body: Json) -> PredictCall:
     """Everything checked, nothing written: a bad request leaves the service as it was."""
     name = body.get("service")
     if not isinstance(name, str):
         raise DDError(400, None, None) if name is None else wrong_json("service", "must be a string")
     with core.engine.connect() as conn:
         service = store.get_service(conn, name.lower())
-    data = _strings(body, "data", "") or []
-    index_uris = _strings(body, "index_uris", "")
+    data = take_strings(body, "data", "") or []
+    index_uris = take_strings(body, "index_uris", "")
     call = parse_call(core, service, body, data, index_uris)
     if service.kind == "detector":
         _check_detector_call(call)
@@ -377,8 +377,8 @@ def _parse_predict(core: Core, body: _JSON) -> _Predict:
 
 
 def parse_call(
-    core: Core, service: ServiceRecord, body: _JSON, data: list[str], index_uris: list[str] | None
-) -> _Predict:
+    core: Core, service: ServiceRecord, body: Json, data: list[str], index_uris: list[str] | None
+) -> PredictCall:
     """A call's `parameters` checked against its service (the service's creation defaults under the call's
     own output flags); `data` and `index_uris` are the call's (a chain's extractor call: the detector's)."""
     inp, mllib, given = _sections(body)
@@ -389,21 +389,21 @@ def parse_call(
             "parameters.input.width", f"{size}: {service.name} was created for {service.input_size}px images"
         )
     for key, kinds in _PREDICT_MLLIB_TYPES.items():
-        _take(mllib, key, kinds, "parameters.mllib")
+        take(mllib, key, kinds, "parameters.mllib")
     _check_output(output)
     if given.get("metric", service.metric) != service.metric:
         # the metric shapes the vectors themselves (cosine ones are normalised): silently ignoring it would lie
         raise BadInput(
             "parameters.output.metric", f"{given['metric']!r}: {service.name} uses {service.metric!r}, set at creation"
         )
-    request = _Predict(service=service, data=data, index_uris=index_uris, layer=mllib.get("extract_layer"))
+    request = PredictCall(service=service, data=data, index_uris=index_uris, layer=mllib.get("extract_layer"))
     request.index, request.build, request.search = (
         _flag(output, "index"),
         _flag(output, "build_index"),
         _flag(output, "search"),
     )
     request.binarized = _flag(output, "binarized")
-    request.k = min(_take(output, "search_nn", int, "parameters.output", 10), 10_000)
+    request.k = min(take(output, "search_nn", int, "parameters.output", 10), 10_000)
     request.rois, request.multibox, request.bbox = (
         output.get("rois") is not None,
         _multibox(output),
@@ -430,7 +430,7 @@ def parse_call(
     return request
 
 
-def _check_detector_call(call: _Predict) -> None:
+def _check_detector_call(call: PredictCall) -> None:
     """What a predict on a detector service can do: boxes, stored with index; with rois (a detector that
     makes box vectors), each box's vector indexed, built and searched in the detector service itself."""
     service = call.service
@@ -467,7 +467,7 @@ def _check_detector_call(call: _Predict) -> None:
         )
 
 
-def _index_values(service: ServiceRecord, changes: _JSON) -> _JSON:
+def _index_values(service: ServiceRecord, changes: Json) -> Json:
     """Index keys on an index/build call, checked now; they become the service's settings (as on
     DeepDetect's first `index`) only when the call succeeds."""
     merged = index_settings(changes, base=stored_settings(service.index_settings))
@@ -475,12 +475,12 @@ def _index_values(service: ServiceRecord, changes: _JSON) -> _JSON:
     return service.index_settings | merged.to_dict()
 
 
-def _set_index_settings(core: Core, service_id: int, values: _JSON) -> None:
+def set_index_settings(core: Core, service_id: int, values: Json) -> None:
     with core.engine.begin() as conn:
         store.update_service(conn, service_id, index_settings=values)
 
 
-def _nns(hits: list[Hit]) -> list[_JSON]:
+def _nns(hits: list[Hit]) -> list[Json]:
     return [{"uri": h.uri, "dist": h.dist} | ({"metadata": h.metadata} if h.metadata else {}) for h in hits]
 
 
@@ -489,7 +489,7 @@ def build_index(core: Core, service: ServiceRecord) -> None:
     core.indexes.invalidate(service.id)  # this call's own search sees the new generation
 
 
-def _predict(core: Core, body: _JSON, request: Request[Any, Any, Any]) -> Response[_JSON]:
+def _predict(core: Core, body: Json, request: Request[Any, Any, Any]) -> Response[Json]:
     started = time.perf_counter()
     call = _parse_predict(core, body)
     if call.index or call.build:  # also when a creation default turns them on
@@ -505,18 +505,18 @@ def _predict(core: Core, body: _JSON, request: Request[Any, Any, Any]) -> Respon
         "service": call.service.name,
         "time": round((time.perf_counter() - started) * 1000, 3),
         "skipped": skipped or None,
-        "warning": _warning(call.warnings),
+        "warning": joined_warnings(call.warnings),
     }
-    return _ok(head, {"predictions": predictions})
+    return dd_answer(head, {"predictions": predictions})
 
 
-def _predict_images(core: Core, call: _Predict) -> tuple[list[_JSON], int]:
+def _predict_images(core: Core, call: PredictCall) -> tuple[list[Json], int]:
     """Whole-image vectors of an extractor service: index, build_index, search."""
     # Nothing is written before the input is read: the layer and new index settings are stored after.
     service, extractor = services.extractor_at(core.engine, call.service, call.layer, stored=call.index or call.search)
     if call.index_values is not None:
         service = replace(service, index_settings=call.index_values)
-    predictions: list[_JSON] = []
+    predictions: list[Json] = []
     vectors: list[np.ndarray] = []
     skipped = 0
     if call.data:
@@ -537,7 +537,7 @@ def _predict_images(core: Core, call: _Predict) -> tuple[list[_JSON], int]:
         )
         skipped = report.skipped
         for p in report.predictions:
-            entry: _JSON = {"uri": str(p.position) if p.from_bytes else p.source_uri, "vals": p.vector.tolist()}
+            entry: Json = {"uri": str(p.position) if p.from_bytes else p.source_uri, "vals": p.vector.tolist()}
             if call.index:
                 entry["indexed"] = True
             predictions.append(entry)
@@ -546,7 +546,7 @@ def _predict_images(core: Core, call: _Predict) -> tuple[list[_JSON], int]:
     if call.build:
         build_index(core, service)
     if call.index_values is not None:  # reached only when the index and build steps succeeded
-        _set_index_settings(core, service.id, call.index_values)
+        set_index_settings(core, service.id, call.index_values)
     if call.search and predictions:
         options = SearchOptions(nprobe=call.nprobe, ef_search=call.ef_search, search_k=call.search_k)
         hits = search_vectors(core.engine, service, core.indexes.current(service), np.stack(vectors), call.k, options)
@@ -562,7 +562,7 @@ def _predict_images(core: Core, call: _Predict) -> tuple[list[_JSON], int]:
 def detect_objects(
     core: Core,
     how: Detection,
-    call: _Predict,
+    call: PredictCall,
     *,
     detector: ServiceRecord,
     service: ServiceRecord | None,
@@ -599,14 +599,14 @@ def detect_objects(
 
 
 def search_objects(
-    core: Core, service: ServiceRecord, images: list[ObjectImage], call: _Predict
+    core: Core, service: ServiceRecord, images: list[ObjectImage], call: PredictCall
 ) -> list[list[list[Hit]]]:
     """For each image, for each of its objects: its `call.k` nearest stored objects of `service`."""
     options = SearchOptions(nprobe=call.nprobe, ef_search=call.ef_search, search_k=call.search_k)
     return objects.search_objects(core.engine, service, core.indexes.current(service), images, call.k, options)
 
 
-def ranked_nns(core: Core, service: ServiceRecord, hits: list[list[Hit]], k: int) -> list[_JSON]:
+def ranked_nns(core: Core, service: ServiceRecord, hits: list[list[Hit]], k: int) -> list[Json]:
     """multibox_rois: the images ranked by the mean distance of the query objects' hits, as `nns`."""
     ranked: list[RankedImage] = objects.rank_images(core.engine, service, hits, score="mean", limit=k)
     return [{"uri": r.uri, "dist": r.score} | ({"metadata": r.metadata} if r.metadata else {}) for r in ranked]
@@ -617,19 +617,19 @@ def shown_uri(image: ObjectImage) -> str:
     return str(image.position) if image.from_bytes else image.source_uri
 
 
-def bbox(box: tuple[float, float, float, float]) -> _JSON:
+def bbox(box: tuple[float, float, float, float]) -> Json:
     return {"xmin": box[0], "ymin": box[1], "xmax": box[2], "ymax": box[3]}
 
 
-def found_class(found: objects.FoundObject, *, with_bbox: bool) -> _JSON:
+def found_class(found: objects.FoundObject, *, with_bbox: bool) -> Json:
     return {"cat": found.category, "prob": found.prob} | ({"bbox": bbox(found.bbox)} if with_bbox else {})
 
 
-def object_nns(hits: list[Hit]) -> list[_JSON]:
+def object_nns(hits: list[Hit]) -> list[Json]:
     """Object hits: the image's uri, the distance, and the stored object's box, category and probability."""
     out = []
     for h in hits:
-        entry: _JSON = {"uri": h.uri, "dist": h.dist}
+        entry: Json = {"uri": h.uri, "dist": h.dist}
         if h.bbox is not None:
             entry["bbox"] = bbox(h.bbox)
         if h.category is not None:
@@ -642,7 +642,7 @@ def object_nns(hits: list[Hit]) -> list[_JSON]:
     return out
 
 
-def _predict_objects(core: Core, call: _Predict) -> tuple[list[_JSON], int]:
+def _predict_objects(core: Core, call: PredictCall) -> tuple[list[Json], int]:
     """A detector service: its boxes (`classes`), stored with index; with rois each box's own vector
     (`rois`), indexed, built and searched in the detector service itself."""
     service = call.service if call.index_values is None else replace(call.service, index_settings=call.index_values)
@@ -656,12 +656,12 @@ def _predict_objects(core: Core, call: _Predict) -> tuple[list[_JSON], int]:
     if call.build:
         build_index(core, service)
     if call.index_values is not None:  # reached only when the index and build steps succeeded
-        _set_index_settings(core, service.id, call.index_values)
+        set_index_settings(core, service.id, call.index_values)
     search = call.search and call.rois
     hits = search_objects(core, service, images, call) if search else [[[] for _ in i.objects] for i in images]
-    predictions: list[_JSON] = []
+    predictions: list[Json] = []
     for image, found in zip(images, hits, strict=True):
-        entry: _JSON = {"uri": shown_uri(image)}
+        entry: Json = {"uri": shown_uri(image)}
         if call.rois:
             entry["rois"] = [
                 found_class(o, with_bbox=True)
@@ -680,14 +680,14 @@ def _predict_objects(core: Core, call: _Predict) -> tuple[list[_JSON], int]:
 
 
 @post("/predict", include_in_schema=False, status_code=HTTP_200_OK)
-async def predict(request: Request[Any, Any, Any]) -> Response[_JSON]:
+async def predict(request: Request[Any, Any, Any]) -> Response[Json]:
     authorize(request, "read")
     body = _json_body(await request.body())
     return await to_thread.run_sync(_predict, core_of(request), body, request)
 
 
 @route("/chain/{name:str}", http_method=["PUT", "POST"], include_in_schema=False, status_code=HTTP_200_OK)
-async def chain(request: Request[Any, Any, Any], name: FromPath[str]) -> Response[_JSON]:
+async def chain(request: Request[Any, Any, Any], name: FromPath[str]) -> Response[Json]:
     from simsearch.api.chain import run_chain  # chain.py builds on this module's parsing and rendering
 
     del name  # DeepDetect's chain name names nothing that is kept
