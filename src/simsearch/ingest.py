@@ -71,6 +71,31 @@ def stored_uri(source: Source, uris: Sequence[str | None] | None) -> str:
     return source.uri
 
 
+def read_image(
+    source: Source,
+    *,
+    max_pixels: int,
+    uris: Sequence[str | None] | None,
+    metadata: Sequence[dict[str, Any]] | None,
+) -> tuple[np.ndarray, NewImage] | None:
+    """A source's RGB pixels and the image row to store; None for a file found in a directory that does
+    not decode (skipped), while an explicit item that does not is an error naming it."""
+    try:
+        decoded = decode_image(source.read(), max_pixels=max_pixels, field=f"data[{source.position}]")
+    except BadInput as exc:
+        if source.explicit:
+            raise BadInput(exc.field, f"{source.uri}: {exc.reason}") from exc
+        return None
+    image = NewImage(
+        uri=stored_uri(source, uris),
+        sha256=decoded.sha256,
+        width=decoded.width,
+        height=decoded.height,
+        metadata=metadata[source.position] if metadata is not None else {},
+    )
+    return decoded.rgb, image
+
+
 def _prepare(
     sources: Sequence[Source],
     extractor: Extractor,
@@ -80,26 +105,13 @@ def _prepare(
 ) -> _Batch:
     kept, images, arrays, skipped = [], [], [], []
     for source in sources:
-        field_name = f"data[{source.position}]"
-        try:
-            decoded = decode_image(source.read(), max_pixels=max_pixels, field=field_name)
-        except BadInput as exc:
-            if source.explicit:
-                raise BadInput(exc.field, f"{source.uri}: {exc.reason}") from exc
+        read = read_image(source, max_pixels=max_pixels, uris=uris, metadata=metadata)
+        if read is None:
             skipped.append(source.uri)  # a file in a directory that is not an image
             continue
-        stored = stored_uri(source, uris)
-        images.append(
-            NewImage(
-                uri=stored,
-                sha256=decoded.sha256,
-                width=decoded.width,
-                height=decoded.height,
-                metadata=metadata[source.position] if metadata is not None else {},
-            )
-        )
         kept.append(source)
-        arrays.append(decoded.rgb)
+        arrays.append(read[0])
+        images.append(read[1])
     pixels = extractor.preprocess(arrays) if arrays else None
     return _Batch(sources=kept, images=images, pixels=pixels, skipped=skipped)
 

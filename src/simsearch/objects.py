@@ -17,13 +17,13 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from sqlalchemy import Connection, Engine, text
+from sqlalchemy import Connection, Engine
 
 from simsearch import services, store
 from simsearch.errors import BadInput
 from simsearch.index import LoadedIndex
-from simsearch.ingest import binarize, check_source, stored_uri
-from simsearch.input import Source, UrlPolicy, crop_box, decode_image, iter_sources
+from simsearch.ingest import binarize, check_source, read_image
+from simsearch.input import Source, UrlPolicy, crop_box, iter_sources
 from simsearch.models import Detections, Detector, Extractor
 from simsearch.search import SearchOptions, search_vectors
 from simsearch.store import Hit, NewImage, NewObject, RankedImage, ServiceRecord
@@ -166,27 +166,18 @@ def find_objects(
     while batch := list(islice(sources, batch_size)):
         decoded, skipped = [], []
         for source in batch:
-            try:
-                decoded.append(
-                    (source, decode_image(source.read(), max_pixels=max_pixels, field=f"data[{source.position}]"))
-                )
-            except BadInput as exc:
-                if source.explicit:
-                    raise BadInput(exc.field, f"{source.uri}: {exc.reason}") from exc
-                skipped.append(source.uri)
-        found = how.detector.detect([d.rgb for _, d in decoded]) if decoded else []
+            read = read_image(source, max_pixels=max_pixels, uris=uris, metadata=metadata)
+            if read is None:
+                skipped.append(source.uri)  # a file in a directory that is not an image
+            else:
+                decoded.append((source, *read))
+        found = how.detector.detect([rgb for _, rgb, _ in decoded]) if decoded else []
         images = []
-        for (source, d), detections in zip(decoded, found, strict=True):
-            uri = stored_uri(source, uris)
-            image = NewImage(
-                uri=uri,
-                sha256=d.sha256,
-                width=d.width,
-                height=d.height,
-                metadata=metadata[source.position] if metadata is not None else {},
+        for (source, rgb, image), detections in zip(decoded, found, strict=True):
+            objects = _finish(_objects_of(rgb, detections, how), how)
+            images.append(
+                ObjectImage(source.position, source.uri, image.uri, source.content is not None, image, objects)
             )
-            objects = _finish(_objects_of(d.rgb, detections, how), how)
-            images.append(ObjectImage(source.position, source.uri, uri, source.content is not None, image, objects))
         yield images, skipped
 
 
@@ -198,12 +189,7 @@ def _write(
         store.record_layer(conn, service.id, service.layer, service.dim)
     ids = store.upsert_images(conn, [i.image for i in with_objects])
     # an image found empty now loses the boxes and vectors an earlier run stored for it
-    empty = [i.stored_uri for i in images if not i.objects]
-    gone = (
-        conn.execute(text("SELECT id FROM image WHERE uri = ANY(:uris)"), {"uris": empty}).scalars().all()
-        if empty
-        else []
-    )
+    gone = store.image_ids(conn, [i.stored_uri for i in images if not i.objects])
     rows = [
         NewObject(ids[i.stored_uri], o.bbox, o.prob, o.category, o.vector if service is not None else None)
         for i in with_objects

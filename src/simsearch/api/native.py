@@ -30,7 +30,7 @@ from simsearch.api.native_common import (
     problems,
     service_named,
 )
-from simsearch.api.native_objects import index_objects, object_plan
+from simsearch.api.native_objects import index_objects, index_plan
 from simsearch.api.schemas import (
     BuildOut,
     BuildRequest,
@@ -289,15 +289,7 @@ class ServiceController(Controller):
             store.check_storable(item.metadata, f"items[{i}].metadata")
         store.check_storable(data.categories, "categories")
         service = service_named(core, name)
-        plan = object_plan(
-            core,
-            service,
-            detector=data.detector,
-            crop=data.crop,
-            threshold=data.confidence_threshold,
-            categories=data.categories,
-            search=False,
-        )
+        plan = index_plan(core, service, data)
         content: list[str | bytes] = [item.data for item in data.items]
         uris: list[str | None] = [item.uri for item in data.items]
         metadata = [item.metadata for item in data.items]
@@ -333,15 +325,7 @@ class ServiceController(Controller):
 
         def run() -> IndexResult:
             service = service_named(core, name)
-            plan = object_plan(
-                core,
-                service,
-                detector=options.detector,
-                crop=options.crop,
-                threshold=options.confidence_threshold,
-                categories=options.categories,
-                search=False,
-            )
+            plan = index_plan(core, service, options)
             with fields_renamed(data_as(r"files[\1]")):
                 if plan is not None:
                     return index_objects(core, plan, contents, field="files", uris=uris, metadata=metadata)

@@ -30,6 +30,7 @@ from simsearch.api.native_common import (
 from simsearch.api.schemas import (
     Crop,
     FoundObject,
+    IndexOptions,
     IndexResult,
     Match,
     Neighbour,
@@ -52,7 +53,7 @@ from simsearch.search import SearchOptions
 from simsearch.store import Hit, ObjectRecord, RankedImage, ServiceRecord
 
 
-def object_plan(
+def _object_plan(
     core: Core,
     service: ServiceRecord,
     *,
@@ -79,6 +80,19 @@ def object_plan(
             if given is not None:
                 raise BadInput(field, "applies to objects only: name a detector service in `detector`")
     return found
+
+
+def index_plan(core: Core, service: ServiceRecord, options: IndexOptions) -> Plan | None:
+    """The object pipeline of an indexing call (JSON body or upload form); None for whole images."""
+    return _object_plan(
+        core,
+        service,
+        detector=options.detector,
+        crop=options.crop,
+        threshold=options.confidence_threshold,
+        categories=options.categories,
+        search=False,
+    )
 
 
 def _box(values: Any) -> list[float]:  # noqa: ANN401 - a tuple or a JSON array of four numbers
@@ -152,7 +166,7 @@ def _object_search(
     answered, the query image, the hits per query object, and the index generation used."""
     for key in ("filter", "categories", "query_categories"):
         store.check_storable(getattr(given, key), key)
-    plan = object_plan(
+    plan = _object_plan(
         core,
         service,
         detector=given.detector,
@@ -161,7 +175,7 @@ def _object_search(
         categories=given.query_categories,
         search=True,
     )
-    if plan is None or plan.service is None:  # refused by object_plan already when searching
+    if plan is None or plan.service is None:  # refused by _object_plan already when searching
         raise BadInput("detector", f"{service.name} makes no object vectors to search")
     image = _query_objects(core, plan, query, field)
     index = core.indexes.current(plan.service)

@@ -12,7 +12,7 @@ from simsearch.store.builds import (
 )
 from simsearch.store.db import embedded_postgres, make_engine, upgrade
 from simsearch.store.hits import join_hits
-from simsearch.store.images import get_image, image_vector, list_images, update_metadata
+from simsearch.store.images import get_image, image_ids, image_vector, list_images, update_metadata
 from simsearch.store.notify import CHANNEL, announce_generation, listen_generations
 from simsearch.store.objects import SCORES, category_ids, image_objects, rank_images, replace_objects
 from simsearch.store.read import VectorSet, max_embedding_id, read_recent_vectors, read_service_vectors
@@ -70,6 +70,7 @@ __all__ = [
     "finish_build",
     "get_image",
     "get_service",
+    "image_ids",
     "image_objects",
     "image_vector",
     "join_hits",

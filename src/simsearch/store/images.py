@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any, cast
 
 import numpy as np
@@ -32,6 +33,13 @@ def get_image(conn: Connection, image_id: int) -> ImageRecord:
     if row is None:
         raise NotFound(f"image {image_id} not found")
     return _record(row)
+
+
+def image_ids(conn: Connection, uris: Sequence[str]) -> list[int]:
+    """The ids of the stored images among `uris` (a uri not stored has none)."""
+    if not uris:
+        return []
+    return list(conn.execute(select(_image.c.id).where(_image.c.uri.in_(list(uris)))).scalars())
 
 
 def list_images(conn: Connection, *, service_id: int | None, after_id: int, limit: int) -> list[ImageRecord]:
