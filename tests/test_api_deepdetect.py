@@ -18,6 +18,7 @@ from litestar import Litestar
 from litestar.testing import TestClient
 from sqlalchemy import Engine
 from tests.conftest import api_settings, draw_image, make_folder, table_counts, write_image
+from tests.ddwire import check_every_response
 
 from simsearch import __version__
 from simsearch.api import create_app
@@ -102,6 +103,12 @@ def images(api_data: Path) -> list[Path]:
     return make_folder(api_data / "shared", 6, start=100)
 
 
+@pytest.fixture(autouse=True)
+def _envelope_on_every_response(client: Client) -> None:
+    """Every DeepDetect-face response of every test here is checked against the envelope rules."""
+    check_every_response(client)
+
+
 # ---- routes ---------------------------------------------------------------------------------------
 
 
@@ -151,9 +158,7 @@ def test_create_then_get_describes_the_service_as_created(client: Client, api_da
                 "index_type": "IVF4,Flat",
                 "metric": "l2",
                 "dimension": 512,
-                "count": 0,
-                "generation": None,
-                "built_at": None,
+                "count": 0,  # never built: no generation, no built_at (null members are omitted)
             },
         }
     # the name exists whatever its case
@@ -173,8 +178,6 @@ def test_defaults_of_a_minimal_service(client: Client) -> None:
         "metric": "l2",
         "dimension": 512,
         "count": 0,
-        "generation": None,
-        "built_at": None,
     }
 
 
@@ -705,7 +708,9 @@ def test_deepdetect_flow(client: Client, engine: Engine, api_data: Path) -> None
     assert table_counts(engine)["image"] == images_before
     _create(client, bigger, name=name)
     index = _index_info(client, name)
-    assert (index["count"], index["generation"], index["built_at"]) == (0, None, None)
+    assert index["count"] == 0
+    assert "generation" not in index
+    assert "built_at" not in index
     [fresh] = _search(client, name, [str(paths[0])])
     assert "nns" not in fresh  # nothing stored: absent, not empty
     assert fresh["last"] is True
@@ -1060,6 +1065,7 @@ def test_tokens_guard_every_route(engine: Engine, api_home: Path, api_data: Path
     reader = {"Authorization": f"Bearer {read_token}"}
     app = create_app(settings, engine=engine)
     with TestClient(app) as c:
+        check_every_response(c)
         name = _name()
         assert _answer(c.put(f"/services/{name}", json=_create_body(), headers=admin), 201)
         eager = _name()  # a creation default that writes on every predict
@@ -1095,6 +1101,7 @@ def test_tokens_guard_every_route(engine: Engine, api_home: Path, api_data: Path
 def test_item_and_pixel_limits(engine: Engine, api_home: Path, api_data: Path, images: list[Path]) -> None:
     app = create_app(api_settings(api_home, api_data, max_items=2, max_pixels=10_000), engine=engine)
     with TestClient(app) as c:
+        check_every_response(c)
         name = _create(c)
         before = table_counts(engine)
         many = {"service": name, "data": [str(p) for p in images[:3]], "parameters": {"output": {"index": True}}}

@@ -19,6 +19,7 @@ from litestar.testing import TestClient
 from skimage import data as photos
 from sqlalchemy import Engine, text
 from tests.conftest import api_settings, table_counts, write_image
+from tests.ddwire import check_every_response
 from torchvision import models as tv_models
 
 from simsearch.api import create_app
@@ -128,6 +129,12 @@ def _assert_ranking(ranked: list[JSON], per_object: list[list[JSON]], k: int) ->
     assert [r["uri"] for r in ranked] == [uri for uri, _ in expected]
     np.testing.assert_allclose([r["dist"] for r in ranked], [d for _, d in expected], rtol=1e-5, atol=1e-12)
     assert [r["dist"] for r in ranked] == sorted(r["dist"] for r in ranked)
+
+
+@pytest.fixture(autouse=True)
+def _envelope_on_every_response(client: Client) -> None:
+    """Every DeepDetect-face response of every test here is checked against the envelope rules."""
+    check_every_response(client)
 
 
 # ---- fixtures -------------------------------------------------------------------------------------
@@ -292,11 +299,12 @@ def test_rois_index_build_search(client: Client, engine: Engine, svc: dict[str, 
     assert all(_inside(r["bbox"], 451, 300) for r in indexed[1]["rois"])
     stored = sum(len(p["rois"]) for p in indexed)
     info = _answer(client.get(f"/services/{name}"))["body"]["index"]
-    assert (info["count"], info["dimension"], info["generation"]) == (stored, 1024, None)
+    assert (info["count"], info["dimension"]) == (stored, 1024)
+    assert "generation" not in info  # never built
     # build alone (no data), then search: each box finds itself first
     built = _answer(client.post("/predict", json={"service": name, "parameters": {"output": {"build_index": True}}}))
     assert built["body"] == {"predictions": []}
-    assert _answer(client.get(f"/services/{name}"))["body"]["index"]["generation"] is not None
+    assert isinstance(_answer(client.get(f"/services/{name}"))["body"]["index"]["generation"], int)
     before = table_counts(engine)
     [found] = _predict(client, name, [astronaut], rois="rois", search=True, search_nn=3, confidence_threshold=0.5)
     assert table_counts(engine) == before  # search writes nothing
@@ -684,6 +692,7 @@ def test_chain_tokens(
     admin = {"Authorization": f"Bearer {admin_token}"}
     data = [str(files["astronaut"])]
     with TestClient(app) as c:
+        check_every_response(c)
         search = _chain(svc["haar"], data, svc["tiny"], output={"search": True})
         _answer(c.post("/chain/objects", json=search), 401)
         answer = _answer(c.post("/chain/objects", json=search, headers=reader))

@@ -121,12 +121,22 @@ def _sections(body: Json) -> tuple[Json, Json, Json]:
     )
 
 
+def without_nulls(value: Any) -> Any:  # noqa: ANN401 - any JSON value
+    """The JSON value with every null member (at any depth) left out: DeepDetect omits what would be null."""
+    if isinstance(value, dict):
+        return {k: without_nulls(v) for k, v in value.items() if v is not None}
+    if isinstance(value, list):
+        return [without_nulls(v) for v in value]  # positions matter: items are kept
+    return value
+
+
 def dd_answer(head: Json, body: Json | None = None, status: int = 200, msg: str = "OK") -> Response[Json]:
+    """Every answer of this face is rendered here, so no null member reaches a client."""
     answer: Json = {"status": {"code": status, "msg": msg}}
-    if head := {k: v for k, v in head.items() if v is not None}:
+    if head := without_nulls(head):
         answer["head"] = head
     if body is not None:
-        answer["body"] = body
+        answer["body"] = without_nulls(body)
     return Response(answer, status_code=status)
 
 
