@@ -18,6 +18,7 @@ from litestar import Litestar
 from litestar.testing import TestClient
 from sqlalchemy import Engine, text
 from sqlalchemy.engine import make_url
+from tests.ddwire import check_every_response
 
 from simsearch import services, store
 from simsearch.api import create_app
@@ -127,10 +128,11 @@ def api_settings(home: Path, data: Path, **overrides: object) -> Settings:
 
 @pytest.fixture(scope="module")
 def client(engine: Engine, api_home: Path, api_data: Path) -> Iterator[TestClient[Litestar]]:
-    """Litestar's test client over the real app, on this module's migrated database."""
+    """Litestar's test client over the real app, on this module's migrated database. Every DeepDetect-face
+    response it receives is checked against the contract's envelope rules (tests/ddwire.py)."""
     app = create_app(api_settings(api_home, api_data), engine=engine)
     with TestClient(app) as test_client:
-        yield test_client
+        yield check_every_response(test_client)
 
 
 def table_counts(engine: Engine) -> dict[str, int]:

@@ -103,12 +103,6 @@ def images(api_data: Path) -> list[Path]:
     return make_folder(api_data / "shared", 6, start=100)
 
 
-@pytest.fixture(autouse=True)
-def _envelope_on_every_response(client: Client) -> None:
-    """Every DeepDetect-face response of every test here is checked against the envelope rules."""
-    check_every_response(client)
-
-
 # ---- routes ---------------------------------------------------------------------------------------
 
 

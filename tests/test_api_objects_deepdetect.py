@@ -131,12 +131,6 @@ def _assert_ranking(ranked: list[JSON], per_object: list[list[JSON]], k: int) ->
     assert [r["dist"] for r in ranked] == sorted(r["dist"] for r in ranked)
 
 
-@pytest.fixture(autouse=True)
-def _envelope_on_every_response(client: Client) -> None:
-    """Every DeepDetect-face response of every test here is checked against the envelope rules."""
-    check_every_response(client)
-
-
 # ---- fixtures -------------------------------------------------------------------------------------
 
 
