@@ -10,6 +10,7 @@ from __future__ import annotations
 import shutil
 import threading
 import time
+from contextlib import ExitStack
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -83,10 +84,7 @@ def _build_locked(engine: Engine, service: ServiceRecord, index_dir: Path, setti
     try:
         timings: dict[str, float] = {}
         started = time.perf_counter()
-        # One snapshot: the watermark and the vectors read agree.
-        with engine.connect().execution_options(isolation_level="REPEATABLE READ") as conn, conn.begin():
-            watermark = store.max_embedding_id(conn, service.id)
-            vectors = store.read_service_vectors(conn, service.id, service.dim, upto_id=watermark)
+        watermark, vectors = _read_snapshot(engine, service)
         timings["read_s"] = time.perf_counter() - started
         if len(vectors) == 0:  # deleted since the check above
             raise _nothing_to_build(service)
@@ -114,6 +112,28 @@ def _build_locked(engine: Engine, service: ServiceRecord, index_dir: Path, setti
         raise RuntimeError(f"generation {build_id} of {service.name} vanished after it was recorded")
     _remove_retired(index_dir, service, keep=build.id)
     return build
+
+
+def _read_snapshot(engine: Engine, service: ServiceRecord) -> tuple[int, store.VectorSet]:
+    """The watermark and the vectors of one snapshot, taken while no write of the service is open.
+
+    Ids are drawn when rows are written, not when they commit: a snapshot taken while a writer is open
+    could see a higher id committed by another writer and miss the open one's lower ids, which would
+    then be in neither the index nor the exact tail (ids above the watermark). The fence waits for
+    open writers to commit and holds new ones back until the snapshot is taken (one query), so every
+    row committed after it has an id above the watermark. Deletes need no fence: the join drops them.
+    """
+    with ExitStack() as stack:
+        fence = stack.enter_context(engine.connect())
+        fenced = fence.begin()
+        store.fence_writers(fence, service.id)
+        # connected only now, so no earlier statement (a pool ping) can have started its snapshot
+        conn = stack.enter_context(engine.connect().execution_options(isolation_level="REPEATABLE READ"))
+        stack.enter_context(conn.begin())
+        watermark = store.max_embedding_id(conn, service.id)  # the first query: the snapshot is taken here
+        fenced.commit()  # writers go on; what they write from now on is drawn above the watermark
+        vectors = store.read_service_vectors(conn, service.id, service.dim, upto_id=watermark)
+    return watermark, vectors
 
 
 def _build_faiss(

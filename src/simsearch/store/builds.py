@@ -14,6 +14,7 @@ _build = cast(Table, IndexBuild.__table__)
 
 
 _BUILD_LOCK = 0x51D5  # first key of the advisory locks that serialise the builds of one service
+_WRITE_FENCE = 0x51D6  # first key of the locks that writers of a service share and a build's snapshot excludes
 
 
 def lock_builds(conn: Connection, service_id: int) -> None:
@@ -24,6 +25,25 @@ def lock_builds(conn: Connection, service_id: int) -> None:
 
 def unlock_builds(conn: Connection, service_id: int) -> None:
     conn.execute(text("SELECT pg_advisory_unlock(:a, :b)"), {"a": _BUILD_LOCK, "b": service_id})
+
+
+def join_writers(conn: Connection, service_id: int) -> None:
+    """Mark the caller's transaction as one that writes vectors of the service (held until it ends).
+
+    Embedding ids are drawn when rows are written, not when they commit, so a build's snapshot must not
+    be taken while such a transaction is open: a row it commits later could have an id below the
+    build's watermark and be in neither the index nor the exact tail. Writers share this lock; a build
+    takes it exclusively for the instant of its snapshot (`fence_writers`).
+    """
+    conn.execute(text("SELECT pg_advisory_xact_lock_shared(:a, :b)"), {"a": _WRITE_FENCE, "b": service_id})
+
+
+def fence_writers(conn: Connection, service_id: int) -> None:
+    """In the caller's (short) transaction: wait until every open write transaction of the service has
+    ended, and keep new ones from writing until this transaction ends. A build takes its snapshot in
+    between, so every row committed after that snapshot was drawn after it, above its watermark."""
+    conn.execute(text("SET LOCAL lock_timeout = 0"))  # waiting for writers to commit is the point
+    conn.execute(text("SELECT pg_advisory_xact_lock(:a, :b)"), {"a": _WRITE_FENCE, "b": service_id})
 
 
 def start_build(conn: Connection, service_id: int, backend: str, index_type: str, params: dict[str, Any]) -> int:

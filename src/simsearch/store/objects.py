@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 from sqlalchemy import Connection, text
 
+from simsearch.store.builds import join_writers
 from simsearch.store.read import raw_connection
 from simsearch.store.records import NewObject, ObjectRecord, RankedImage
 
@@ -51,6 +52,7 @@ def replace_objects(
     detections (two chains over one detector) share the boxes; boxes no vector refers to any more go.
     """
     if service_id is not None:
+        join_writers(conn, service_id)  # before any id is drawn: a build's snapshot waits for this commit
         conn.execute(
             text("DELETE FROM embedding WHERE service_id = :sid AND image_id = ANY(:ids) AND roi_id IS NOT NULL"),
             {"sid": service_id, "ids": list(image_ids)},

@@ -10,6 +10,7 @@ import numpy as np
 from sqlalchemy import Connection, Table, text
 from sqlalchemy.dialects.postgresql import insert
 
+from simsearch.store.builds import join_writers
 from simsearch.store.read import raw_connection
 from simsearch.store.records import NewImage
 from simsearch.store.tables import Image
@@ -48,6 +49,7 @@ def replace_image_vectors(conn: Connection, service_id: int, image_ids: Sequence
     """
     if len(image_ids) != len(vectors):
         raise ValueError("one vector per image")
+    join_writers(conn, service_id)  # before any id is drawn: a build's snapshot waits for this commit
     conn.execute(
         text("DELETE FROM embedding WHERE service_id = :sid AND image_id = ANY(:ids) AND roi_id IS NULL"),
         {"sid": service_id, "ids": list(image_ids)},
