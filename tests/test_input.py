@@ -5,6 +5,7 @@ import io
 import os
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 from PIL import Image
@@ -38,7 +39,12 @@ def test_symlink_out_of_a_root_is_not_followed(data_dir: Path, tmp_path: Path) -
     target = write_image(tmp_path / "elsewhere.png", draw_image(4))
     os.symlink(target, data_dir / "link.png")
     write_image(data_dir / "real.png", draw_image(5))
-    assert [Path(s.uri).name for s in iter_sources([str(data_dir)], roots=[data_dir])] == ["real.png"]
+    link, real = iter_sources([str(data_dir)], roots=[data_dir])
+    assert (Path(real.uri).name, real.path) == ("real.png", (data_dir / "real.png").resolve())
+    # the link is a source that is never read: skipped and counted, like a file that is not an image
+    assert (Path(link.uri).name, link.path, link.skip_reason) == ("link.png", None, "a link to outside the data roots")
+    with pytest.raises(BadInput, match=r"link\.png: a link to outside the data roots"):
+        link.read()
     with pytest.raises(BadInput, match="outside"):
         iter_sources([str(data_dir / "link.png")], roots=[data_dir])
 
@@ -110,3 +116,35 @@ def test_pixel_limit_is_checked_from_the_header() -> None:
 def test_corrupt_bytes_are_bad_input(raw: bytes) -> None:
     with pytest.raises(BadInput, match="image"):
         decode_image(raw, max_pixels=1000)
+
+
+RGBE = b"\x80\x80\x80\x81"  # one Radiance pixel
+RGB = b"\x10\x10\x10"  # one 8-bit RGB pixel
+
+
+@pytest.mark.parametrize(
+    ("raw", "size"),
+    [
+        # Radiance: OpenCV reads header lines into a 128-byte buffer, so a 127-byte line's newline reads as
+        # the blank line that ends the header, and the next line is the size
+        pytest.param(
+            b"#?RADIANCE\nFORMAT=32-bit_rle_rgbe\n" + b"#" * 127 + b"\n-Y 2 +X 3\n\n-Y 1 +X 1\n" + RGBE * 6,
+            (3, 2),
+            id="hdr-long-line",
+        ),
+        # PxM: the byte after a number is swallowed, so "3#" is 3 and the # starts no comment
+        pytest.param(b"P6\n3#2\n255\n" + b"\x10" * 18, (3, 2), id="pxm-swallowed-byte"),
+        pytest.param(b"P6 # a comment\n3 2\n255\n" + b"\x10" * 18, (3, 2), id="pxm-comment"),
+        # PAM: a value may start on the next line
+        pytest.param(b"P7\nWIDTH \n3\nHEIGHT 2\nDEPTH 3\nMAXVAL 255\nENDHDR\n" + RGB * 6, (3, 2), id="pam-wrapped"),
+        pytest.param(b"PF\n3 2\n-1\n" + b"\0" * 72, (3, 2), id="pfm"),
+    ],
+)
+def test_header_sizes_are_read_as_opencv_reads_them(raw: bytes, size: tuple[int, int]) -> None:
+    """Headers whose oddities a reader could take differently from OpenCV: the size must be OpenCV's."""
+    from simsearch.input.header import header_size
+
+    decoded = cv2.imdecode(np.frombuffer(raw, np.uint8), cv2.IMREAD_COLOR)
+    assert decoded is not None
+    assert (decoded.shape[1], decoded.shape[0]) == size
+    assert header_size(raw) == size

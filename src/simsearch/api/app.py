@@ -12,6 +12,7 @@ from typing import Any, Literal
 import msgspec
 from litestar import Litestar, Request
 from litestar.connection import ASGIConnection
+from litestar.enums import RequestEncodingType
 from litestar.exceptions import ClientException, NotAuthorizedException, PermissionDeniedException
 from litestar.handlers.base import BaseRouteHandler
 from litestar.openapi import OpenAPIConfig
@@ -56,14 +57,27 @@ class SimsearchRequest(Request[Any, Any, Any]):
             raise ClientException("the JSON body is nested too deeply") from None
 
 
+def _json_data_field(request: Request[Any, Any, Any]) -> Any:  # noqa: ANN401 - Litestar's FieldDefinition
+    """The handler's `data` field when its body is JSON (not a multipart or urlencoded form); else None."""
+    data_field = getattr(request.route_handler, "parsed_data_field", None)
+    if data_field is None:
+        return None
+    media_type = getattr(data_field.kwarg_definition, "media_type", RequestEncodingType.JSON)
+    return data_field if media_type == RequestEncodingType.JSON else None
+
+
 async def strict_json_body(request: Request[Any, Any, Any]) -> None:
     """Decode a handler's typed JSON body strictly before Litestar does: Litestar converts leniently
-    ("5" for an int), and its errors name the argument (`data`) instead of the field at fault."""
-    data_field = getattr(request.route_handler, "parsed_data_field", None)
-    if data_field is None or request.content_type[0] != "application/json":
+    ("5" for an int), and its errors name the argument (`data`) instead of the field at fault. Whatever
+    the content type says: Litestar reads a JSON route's body as JSON under any label (text/plain, or the
+    form type `curl -d` sends), so the strict decoding must not depend on the label either."""
+    data_field = _json_data_field(request)
+    if data_field is None:
         return
     raw = await request.body()
     if not raw.strip():
+        if data_field.is_optional:  # a body that may be left out (e.g. a build's settings)
+            return
         raise BadInput("body", "missing: send a JSON object")
     try:
         msgspec.json.decode(raw, type=data_field.annotation, strict=True)
