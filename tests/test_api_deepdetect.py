@@ -220,7 +220,7 @@ CREATE_ERRORS = [
     pytest.param(_with("input", connector="csv"), 404, 1004, "Input Connector Not Found: csv", id="connector"),
     pytest.param(_with("input", width="64"), 400, 400, "parameters.input.width: must be an integer", id="width-type"),
     pytest.param(
-        _with("input", width=64, height=32), 400, 1005, "Service Input Error: parameters.input: ", id="not-square"
+        _with("input", width=64, height=8), 400, 1005, "Service Input Error: parameters.input.height: ", id="too-low"
     ),
     pytest.param(
         _with("input", width=8, height=8), 400, 1005, "Service Input Error: parameters.input.width: ", id="too-small"
@@ -228,8 +228,8 @@ CREATE_ERRORS = [
     pytest.param(
         {"mllib": "torch", "parameters": {"input": SMALL["input"], "mllib": {"weights": "none"}}},
         400,
-        400,
-        "parameters.mllib.template: missing",
+        1006,
+        "Service Bad Request Error: parameters.mllib.template: missing",
         id="template-missing",
     ),
     pytest.param(
@@ -1114,3 +1114,150 @@ def test_a_plain_predict_may_extract_another_layer(client: Client, searchable: s
     body = {"service": searchable, "data": [str(images[0])], "parameters": {"mllib": {"extract_layer": "layer3"}}}
     [plain] = _predictions(_answer(client.post("/predict", json=body)))
     assert len(plain["vals"]) == 256
+
+
+# ---- as DeepDetect's clients use it (contract: non-square input, template-less re-creation, names) --
+
+
+def _sized(width: int, height: int) -> JSON:
+    body = _create_body()
+    body["parameters"]["input"] = {"connector": "image", "width": width, "height": height}
+    return body
+
+
+def test_non_square_input_is_resized_to_width_by_height(client: Client, engine: Engine, images: list[Path]) -> None:
+    wide, tall, square = _create(client, _sized(300, 200)), _create(client, _sized(200, 300)), _create(client)
+    body = _answer(client.get(f"/services/{wide}"))["body"]
+    assert body["parameters"]["input"] == {"connector": "image", "width": 300, "height": 200}
+    data = [str(p) for p in images[:3]]
+    indexed = _predictions(_predict(client, wide, data, index=True))
+    assert all(p["indexed"] is True and len(p["vals"]) == 512 for p in indexed)
+    [other] = _predictions(_predict(client, tall, data[:1]))
+    assert not np.allclose(other["vals"], indexed[0]["vals"])  # 200x300 is not 300x200: the height is used
+    [squared] = _predictions(_predict(client, square, data[:1]))
+    assert not np.allclose(squared["vals"], indexed[0]["vals"])
+    found = _search(client, wide, data, search_nn=1)
+    assert [p["nns"][0]["uri"] for p in found] == data
+    # a predict may restate the service's size, not change it
+    same = {"service": wide, "data": data[:1], "parameters": {"input": {"width": 300, "height": 200}}}
+    _answer(client.post("/predict", json=same))
+    flipped = {"service": wide, "data": data[:1], "parameters": {"input": {"width": 200, "height": 300}}}
+    before = table_counts(engine)
+    msg = _error(client.post("/predict", json=flipped), 400, 1005, "Service Input Error: parameters.input")
+    assert "300x200" in msg
+    assert table_counts(engine) == before
+    # re-created after clear=mem: the same width and height re-attach, another height is a different model
+    _answer(client.delete(f"/services/{wide}"))
+    msg = _error(client.put(f"/services/{wide}", json=_sized(300, 300)), 409, 1014, "Service already exists")
+    assert "300x200" in msg
+    _create(client, _sized(300, 200), name=wide)
+    assert _index_info(client, wide)["count"] == 3
+
+
+def test_detached_service_is_re_attached_by_a_creation_without_template(
+    client: Client, engine: Engine, api_data: Path
+) -> None:
+    """DeepDetect's imgsearch demo creates its search-time service with {"nclasses":1000} only."""
+    name = _name("imgserv")
+    repository = api_data / "repos" / name
+    paths = make_folder(api_data / name, 3, start=40)
+    created = {
+        "mllib": "torch",
+        "description": "image classification",
+        "type": "unsupervised",
+        "parameters": {
+            "input": {"connector": "image", "width": 64, "height": 64},
+            "mllib": {"template": "resnet18", "weights": "none", "nclasses": 1000},
+            "output": {"index_type": "IVF2,Flat", "train_samples": 3},
+        },
+        "model": {"repository": str(repository)},
+    }
+    _create(client, created, name)
+    _predict(client, name, [str(p) for p in paths], index=True, build_index=True)
+    generation = _index_info(client, name)["generation"]
+    _answer(client.delete(f"/services/{name}"))  # clear=mem, as dd_client sends it with clear=''
+    again = {
+        "mllib": "torch",
+        "description": "image classification",
+        "type": "unsupervised",
+        "parameters": {"input": {"connector": "image", "width": 64, "height": 64}, "mllib": {"nclasses": 1000}},
+        "model": {"repository": str(repository), "templates": "../templates/caffe/"},
+    }
+    assert _answer(client.put(f"/services/{name}", json=again), 201)["head"] == {"warning": RANDOM_WEIGHTS}
+    body = _answer(client.get(f"/services/{name}"))["body"]
+    assert body["type"] == "unsupervised"
+    assert body["parameters"]["mllib"] == {"template": "resnet18", "weights": "none", "nclasses": 1000}
+    assert (body["index"]["count"], body["index"]["generation"], body["index"]["index_type"]) == (
+        3,
+        generation,
+        "IVF2,Flat",
+    )
+    found = _search(client, name, [str(p) for p in paths], search_nn=1)
+    assert [p["nns"][0]["uri"] for p in found] == [str(p) for p in paths]
+    # by its repository: another name takes the detached service (and its vectors) over
+    _answer(client.delete(f"/services/{name}"))
+    renamed = _name("imgserv")
+    _answer(client.put(f"/services/{renamed}", json=again), 201)
+    assert _index_info(client, renamed)["count"] == 3
+    _error(client.get(f"/services/{name}"), 404, 1002)
+    # settings given that differ from the stored ones: another model, 409
+    _answer(client.delete(f"/services/{renamed}"))
+    bigger = {**again, "parameters": {"input": {"width": 96, "height": 96}, "mllib": {}}}
+    _error(client.put(f"/services/{renamed}", json=bigger), 409, 1014, "Service already exists")
+    # nothing to re-attach: the template is missing (400/1006), nothing written
+    before = table_counts(engine)
+    lonely = {"mllib": "torch", "parameters": {"mllib": {"nclasses": 1000}}}
+    msg = _error(client.put(f"/services/{_name()}", json=lonely), 400, 1006, "Service Bad Request Error: ")
+    assert msg.startswith("Service Bad Request Error: parameters.mllib.template: missing")
+    assert table_counts(engine) == before
+
+
+def test_an_unknown_template_says_so_and_lists_close_names(client: Client, engine: Engine) -> None:
+    before = table_counts(engine)
+    for weights in ("DEFAULT", "none"):
+        body = _with("mllib", template="resnet5000", weights=weights)
+        msg = _error(client.put(f"/services/{_name()}", json=body), 400, 1006, "Service Bad Request Error: ")
+        assert msg.startswith("Service Bad Request Error: parameters.mllib.template: unknown model 'resnet5000'"), msg
+        assert "resnet50" in msg
+        assert "pretrained weights" not in msg
+    assert table_counts(engine) == before
+
+
+def test_info_and_get_echo_the_type_that_was_created(client: Client) -> None:
+    created = {
+        kind: _create(client, {**_create_body(), **({"type": kind} if kind else {})}, _name("kind"))
+        for kind in ("supervised", "unsupervised", None)
+    }
+    native = _name("native")
+    made = client.post("/api/v1/services", json={"name": native, "model": "resnet18", "weights": "none", "size": 64})
+    assert made.status_code == 201, made.text
+    listed = {s["name"]: s["type"] for s in _answer(client.get("/info"))["head"]["services"]}
+    for kind, name in [*created.items(), (None, native)]:
+        expected = kind or "supervised"  # the contract's default, for a service created without a type
+        assert listed[name] == expected, name
+        assert _answer(client.get(f"/services/{name}"))["body"]["type"] == expected, name
+
+
+def test_lone_surrogates_in_strings_are_400_naming_the_field(
+    client: Client, engine: Engine, searchable: str, images: list[Path]
+) -> None:
+    before = table_counts(engine)
+    index = '"parameters":{"output":{"index":true}}'
+    cases = [
+        (
+            "/predict",
+            f'{{"service":"{searchable}","data":["{images[1]}"],"index_uris":["u\\ud800"],{index}}}',
+            "index_uris[0]",
+        ),
+        ("/predict", f'{{"service":"{searchable}","data":["\\udfff.png"]}}', "data[0]"),
+        ("/predict", '{"service":"s\\ud800"}', "service"),
+        (f"/services/{_name()}", '{"mllib":"torch","description":"\\ud83d"}', "description"),
+        ("/chain/c", '{"chain":{"calls":[{"service":"x","data":["\\ud800"]}]}}', "chain.calls[0].data[0]"),
+        ("/predict", '{"service":"x","parameters":{"output":{"\\ud800":true}}}', "parameters.output"),
+    ]
+    for route, raw, field in cases:
+        method = "PUT" if route.startswith("/services") else "POST"
+        response = client.request(method, route, content=raw.encode(), headers={"content-type": "application/json"})
+        msg = _error(response, 400, 400, field)
+        assert "surrogate" in msg, msg
+    assert table_counts(engine) == before

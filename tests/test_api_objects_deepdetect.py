@@ -125,7 +125,9 @@ def _mean_per_uri(per_object: list[list[JSON]]) -> dict[str, float]:
 
 
 def _assert_ranking(ranked: list[JSON], per_object: list[list[JSON]], k: int) -> None:
-    expected = sorted(_mean_per_uri(per_object).items(), key=lambda item: item[1])[:k]
+    """Every image hit at least once, by mean distance (k: the most images there can be, objects x search_nn)."""
+    expected = sorted(_mean_per_uri(per_object).items(), key=lambda item: item[1])
+    assert len(expected) <= k
     assert [r["uri"] for r in ranked] == [uri for uri, _ in expected]
     np.testing.assert_allclose([r["dist"] for r in ranked], [d for _, d in expected], rtol=1e-5, atol=1e-12)
     assert [r["dist"] for r in ranked] == sorted(r["dist"] for r in ranked)
@@ -334,7 +336,7 @@ def test_rois_multibox_ranks_images_by_mean_distance(
     for mine, theirs in zip(ranked["rois"], per_object["rois"], strict=True):
         assert mine["bbox"] == pytest.approx(theirs["bbox"], abs=0.01)
     assert "nns" not in per_object
-    _assert_ranking(ranked["nns"], [r.get("nns", []) for r in per_object["rois"]], k)
+    _assert_ranking(ranked["nns"], [r.get("nns", []) for r in per_object["rois"]], len(per_object["rois"]) * k)
     assert ranked["nns"][0]["uri"] == str(files["astronaut"])
     assert all(set(n) == {"uri", "dist"} for n in ranked["nns"])
 
@@ -699,3 +701,100 @@ def test_chain_tokens(
         assert table_counts(engine) == before
         [stored] = _answer(c.post("/chain/objects", json=index, headers=admin))["body"]["predictions"]
         assert all(cl[svc["tiny"]]["indexed"] is True for cl in stored["classes"])
+
+
+# ---- as DeepDetect's clients use it: non-square input, multibox answers -----------------------------
+
+
+@pytest.fixture(scope="module")
+def mirrored(api_data: Path) -> dict[str, Path]:
+    """The astronaut, its mirror image, both side by side (two different faces), and the collage upscaled
+    twice by pixel repetition (a 2x box-average of it gives the collage's pixels back)."""
+    astronaut = photos.astronaut()
+    flipped = np.ascontiguousarray(astronaut[:, ::-1])
+    collage = np.concatenate([astronaut, astronaut], axis=1)
+    folder = api_data / "mirrored"
+    return {
+        "astronaut": write_image(folder / "index" / "astronaut.png", astronaut),
+        "flipped": write_image(folder / "index" / "flipped.png", flipped),
+        "both": write_image(folder / "both.png", np.concatenate([astronaut, flipped], axis=1)),
+        "collage": write_image(folder / "collage.png", collage),
+        "collage2x": write_image(folder / "collage2x.png", collage.repeat(2, axis=0).repeat(2, axis=1)),
+    }
+
+
+def _boxes(prediction: JSON, key: str = "classes") -> list[list[float]]:
+    return sorted([c["bbox"][k] for k in ("xmin", "ymin", "xmax", "ymax")] for c in prediction[key])
+
+
+@pytest.mark.parametrize("template", ["dlib:frontal_face", "opencv:haarcascade_frontalface_default"])
+def test_a_face_detector_takes_a_non_square_input(
+    client: Client, mirrored: dict[str, Path], files: dict[str, Path], template: str
+) -> None:
+    name = f"wide_{uuid.uuid4().hex[:6]}"
+    _create(client, name, template, input={"width": 1024, "height": 512})
+    params = _answer(client.get(f"/services/{name}"))["body"]["parameters"]
+    assert params["input"] == {"connector": "image", "width": 1024, "height": 512}
+    collage, twice, astronaut = _predict(
+        client, name, [str(mirrored["collage"]), str(mirrored["collage2x"]), str(files["astronaut"])], bbox=True
+    )
+    assert len(collage["classes"]) >= 2
+    centers = sorted(_center(c["bbox"])[0] for c in collage["classes"])
+    assert any(FACE_X[0] <= x <= FACE_X[1] for x in centers)
+    assert any(512 + FACE_X[0] <= x <= 512 + FACE_X[1] for x in centers)
+    # 2048x1024 is seen at 1024x512, exactly the collage's pixels: the same boxes, in source pixels (x2)
+    np.testing.assert_allclose(_boxes(twice), 2 * np.array(_boxes(collage)).reshape(-1, 4), atol=0.01)
+    assert all(_inside(c["bbox"], 2048, 1024) for c in twice["classes"])
+    assert all(_inside(c["bbox"], 512, 512) for c in astronaut["classes"])  # 512x512 stretched to 1024x512
+
+
+def test_a_torchvision_detector_takes_a_non_square_input(
+    client: Client, box_weights: Path, mirrored: dict[str, Path], files: dict[str, Path]
+) -> None:
+    name = f"wide_{uuid.uuid4().hex[:6]}"
+    _create(client, name, FASTER, str(box_weights), input={"width": 1024, "height": 512})
+    collage, twice, cat = _predict(
+        client, name, [str(mirrored["collage"]), str(mirrored["collage2x"]), str(files["cat"])], rois="rois"
+    )
+    assert collage["rois"]
+    assert all(len(r["vals"]) == 1024 for r in collage["rois"])
+    np.testing.assert_allclose(_boxes(twice, "rois"), 2 * np.array(_boxes(collage, "rois")), atol=0.05)
+    assert all(_inside(r["bbox"], 451, 300) for r in cat["rois"])
+
+
+def test_multibox_on_predict_answers_classes_and_every_image_hit(
+    client: Client, box_weights: Path, mirrored: dict[str, Path]
+) -> None:
+    name, k = f"mbox_{uuid.uuid4().hex[:6]}", 1
+    _create(client, name, FASTER, str(box_weights), input={"width": 320, "height": 320})
+    _predict(client, name, [str(mirrored["astronaut"]), str(mirrored["flipped"])], rois="rois", index=True)
+    query = [str(mirrored["both"])]
+    flags: JSON = {"rois": "rois", "search": True, "search_nn": k, "confidence_threshold": 0.5}
+    [per_object] = _predict(client, name, query, **flags)
+    [ranked] = _predict(client, name, query, **flags, multibox_rois=True)
+    hits = [r.get("nns", []) for r in per_object["rois"]]
+    assert len({h["uri"] for found in hits for h in found}) > k  # this query hits more images than search_nn
+    _assert_ranking(ranked["nns"], hits, len(hits) * k)  # every image hit, not cut to search_nn
+    classes = ranked["classes"]  # the query objects, as DeepDetect's multibox answer has them
+    assert [{key: c[key] for key in ("cat", "prob", "bbox")} for c in classes] == [
+        {key: r[key] for key in ("cat", "prob", "bbox")} for r in per_object["rois"]
+    ]
+    assert classes[-1]["last"] is True
+    assert all("last" not in c for c in classes[:-1])
+
+
+def test_multibox_in_a_chain_returns_every_image_hit(
+    client: Client, svc: dict[str, str], mirrored: dict[str, Path]
+) -> None:
+    faces, k = f"mboxfaces_{uuid.uuid4().hex[:6]}", 1
+    _create(client, faces, "dlib:face_descriptor")
+    detect = {"bbox": True, "confidence_threshold": 0.6}
+    index = [str(mirrored["astronaut"].parent)]
+    _run(client, _chain(svc["dlib"], index, faces, detect=detect, output={"index": True}))
+    output = {"search": True, "search_nn": k, "multibox_rois": True}
+    _, [ranked] = _run(client, _chain(svc["dlib"], [str(mirrored["both"])], faces, detect=detect, output=output))
+    assert len(ranked["classes"]) == 2  # the face and its mirror image
+    # one hit per face, each in its own image: two images, more than search_nn
+    assert sorted(n["uri"] for n in ranked["nns"]) == [str(mirrored["astronaut"]), str(mirrored["flipped"])]
+    assert ranked["classes"][-1]["last"] is True
+    assert "last" not in ranked["classes"][0]

@@ -100,7 +100,7 @@ def test_embedded_database_is_started_when_no_url_is_set(env: dict[str, str], tm
     home = tmp_path / "embedded"
     home.mkdir(mode=0o755)
     env = {k: v for k, v in env.items() if k != "DATABASE_URL"} | {"SIMSEARCH_HOME": str(home)}
-    assert "database at revision 0003" in run(env, "db", "upgrade").stderr
+    assert "database at revision 0004" in run(env, "db", "upgrade").stderr
     assert (home / "pgdata" / "PG_VERSION").is_file()
 
 

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
-from sqlalchemy import Engine, text
+from sqlalchemy import Engine, inspect, text
 from sqlalchemy.exc import IntegrityError
 
 from simsearch import store
@@ -29,7 +29,10 @@ def test_models_match_the_migrated_schema(engine: Engine) -> None:
 def test_migrations_round_trip(database_url: str) -> None:
     eng = store.make_engine(database_url)
     store.upgrade(eng)
-    assert store.db.current_revision(eng) == "0003"
+    assert store.db.current_revision(eng) == "0004"
+    store.db.downgrade(eng, "0003")
+    with eng.connect() as conn:  # 0004 added the input height of non-square services
+        assert "input_height" not in {c["name"] for c in inspect(conn).get_columns("service")}
     store.db.downgrade(eng, "0002")
     with eng.connect() as conn:
         signature = "simsearch_join_hits(integer, integer[], bigint[], real[], jsonb)"

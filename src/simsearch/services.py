@@ -20,6 +20,7 @@ from simsearch.models import Detector, Extractor, ModelSpec, is_detector, load_d
 from simsearch.models.spec import METRICS
 from simsearch.models.weights import is_file_weights
 from simsearch.store import ServiceRecord
+from simsearch.store.services import find_detached_by_repository
 
 _LOADING = threading.Lock()
 
@@ -78,6 +79,7 @@ def create_service(
     weights: str = "DEFAULT",
     layer: str | None = None,
     size: int | None = None,
+    height: int | None = None,
     metric: str = "l2",
     index_type: str = "Flat",
     index: IndexSettings | None = None,
@@ -85,16 +87,19 @@ def create_service(
     description: str = "",
     params: dict[str, Any] | None = None,
     weights_roots: Sequence[Path] | None = None,
+    reattach: ServiceRecord | None = None,
 ) -> ServiceRecord:
     """Validate everything (model, weights, layer, metric, index settings), then insert the service row.
 
     A detection model (`models.is_detector`) makes a detector service: its vectors, when the model has
     them, are one per detected box (`dim` 0 when it has none). `size` None: 224 for extractors, the
-    model's own input size (0) for detectors.
+    model's own input size (0) for detectors. `height`: the input height where it differs from `size`
+    (the width); images are then resized to exactly width x height.
 
     A service removed with `detach_service` (DeepDetect's clear=mem) is re-attached, with its stored
     vectors, when the model makes the same vectors (same model, weights, input size, layer, metric);
-    otherwise `Conflict`.
+    otherwise `Conflict`. `reattach` (a detached service found by `detached_service`, e.g. by its
+    repository) is the one re-attached, under `name`, when no service has that name.
     """
     name = check_name(name)
     for field, value in (("model", model), ("weights", weights), ("layer", layer), ("description", description)):
@@ -108,6 +113,10 @@ def create_service(
         size = 0 if detector else 224
     if not (16 <= size <= 4096 or (detector and size == 0)):
         raise BadInput("size", f"{size}: must be between 16 and 4096 pixels")
+    if height == size:
+        height = None  # square: one way to record it, so the same model is the same spec
+    if height is not None and not (16 <= height <= 4096 and size > 0):
+        raise BadInput("height", f"{height}: must be between 16 and 4096 pixels, with a width")
     settings = index or IndexSettings(index_type=index_type)
     spec = ModelSpec(
         model=model,
@@ -115,6 +124,7 @@ def create_service(
         layer=layer,
         size=size,
         metric="cosine" if metric == "cosine" else "l2",
+        height=height,
     )
     made: Extractor | Detector = _cached_detector(spec) if detector else _cached_extractor(spec)
     made_layer = getattr(made, "layer", None) or ("box_head" if made.dim else "")
@@ -128,24 +138,29 @@ def create_service(
         "size": size,
         "metric": metric,
         "index_type": settings.index_type,
-    }
+    } | ({"height": height} if height is not None else {})
     with engine.begin() as conn:
         existing = store.find_service(conn, name)
+        if existing is None and reattach is not None:
+            existing = store.find_service(conn, reattach.name)  # still detached? (checked below)
         if existing is not None and existing.detached_at is not None:
-            same = (existing.model, existing.weights, existing.input_size, existing.metric) == (
+            same = (existing.model, existing.weights, existing.input_size, existing.input_height, existing.metric) == (
                 model,
                 spec.weights,
                 size,
+                height,
                 metric,
             ) and (layer is None or made_layer == existing.layer)
             if not same:
+                shape = f"{size}x{height}" if height is not None else f"{size}px"
                 raise Conflict(
-                    f"service {name!r} was removed with clear=mem and its stored vectors come from "
-                    f"{existing.model} ({existing.weights}, {existing.input_size}px, {existing.metric}); "
-                    f"delete them first (DELETE /services/{name}?clear=full) or use the same model settings"
+                    f"service {existing.name!r} was removed with clear=mem and its stored vectors come from "
+                    f"{existing.model} ({existing.weights}, {existing.input_shape}, {existing.metric}), not "
+                    f"{model} ({spec.weights}, {shape}, {metric}); delete them first "
+                    f"(DELETE /services/{existing.name}?clear=full) or use the same model settings"
                 )
             return store.reattach_service(
-                conn, existing.id, description=description, params=given, index_settings=index_values
+                conn, existing.id, name=name, description=description, params=given, index_settings=index_values
             )
         return store.create_service(
             conn,
@@ -155,12 +170,23 @@ def create_service(
             weights=spec.weights,
             layer=made_layer,
             input_size=size,
+            input_height=height,
             metric=metric,
             dim=made.dim,
             description=description,
             index_settings=index_values,
             params=given,
         )
+
+
+def detached_service(engine: Engine, name: str, repository: Path | None) -> ServiceRecord | None:
+    """The detached service a creation without model settings takes them from, as DeepDetect reloads a
+    model from its repository: the one of that name, else the one whose index files live in `repository`."""
+    with engine.connect() as conn:
+        found = store.find_service(conn, name.strip().lower())
+        if found is None and repository is not None:
+            found = find_detached_by_repository(conn, str(repository))
+    return found if found is not None and found.detached_at is not None else None
 
 
 def remove_service(engine: Engine, name: str, *, clear: Literal["mem", "full"], index_dir: Path) -> ServiceRecord:

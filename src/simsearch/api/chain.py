@@ -26,6 +26,7 @@ from simsearch.api.deepdetect import (
     detect_objects,
     found_class,
     joined_warnings,
+    last_marked,
     object_nns,
     parse_call,
     ranked_nns,
@@ -306,12 +307,12 @@ def run_chain(core: Core, body: Json, request: Request[Any, Any, Any]) -> Respon
                 entry[child.service.name] = result
             classes.append(entry)
         prediction: Json = {"uri": shown_uri(image), "classes": classes}
-        multibox = child is not None and child.search and child.multibox
-        if multibox and child is not None and (ranked := ranked_nns(core, child.service, found, child.k)):
-            prediction["nns"] = ranked
+        if child is not None and child.search and child.multibox:  # the query objects, the ranked images
+            last_marked(classes)
+            if ranked := ranked_nns(core, child.service, found):
+                prediction["nns"] = ranked
         predictions.append(prediction)
-    if predictions:
-        predictions[-1]["last"] = True
+    last_marked(predictions)
     warnings = detector.warnings + ([w for w in child.warnings if w not in detector.warnings] if child else [])
     head = {
         "method": "/chain",

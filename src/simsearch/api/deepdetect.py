@@ -73,7 +73,35 @@ def _json_body(raw: bytes) -> Json:
         raise DDError(400, None, None) from exc
     if not isinstance(body, dict):
         raise wrong_json("body", "must be a JSON object")
+    if (where := _lone_surrogate(body)) is not None:
+        raise wrong_json(where, "contains a lone surrogate (an escape \\ud800-\\udfff that is no character)")
     return body
+
+
+def _is_unicode(text: str) -> bool:
+    try:
+        text.encode()  # fails on a lone surrogate: JSON's \ud800 escape decodes to one
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _lone_surrogate(body: Json) -> str | None:
+    """The path of the first string (or key) holding a lone surrogate, which no store or file name takes.
+    A loop, not recursion: a body nested as deep as json.loads allows is walked too."""
+    stack: list[tuple[str, Any]] = [("", body)]
+    while stack:
+        path, value = stack.pop()
+        if isinstance(value, str) and not _is_unicode(value):
+            return path or "body"
+        if isinstance(value, list):
+            stack.extend((f"{path}[{i}]", item) for i, item in reversed(list(enumerate(value))))
+        elif isinstance(value, dict):
+            for key in value:
+                if not _is_unicode(key):
+                    return f"{path or 'body'} (a key)"
+            stack.extend((f"{path}.{k}" if path else k, v) for k, v in reversed(list(value.items())))
+    return None
 
 
 def take(obj: Json, key: str, kind: type | tuple[type, ...], path: str, default: Any = None) -> Any:  # noqa: ANN401
@@ -144,23 +172,34 @@ def joined_warnings(warnings: list[str]) -> str | None:
     return "; ".join(warnings) if warnings else None
 
 
-def _input_size(inp: Json) -> int | None:
+def _input_size(inp: Json) -> tuple[int, int] | None:
+    """(width, height) as given; one of them alone is a square. Images are resized to exactly that."""
     width = take(inp, "width", int, "parameters.input")
     height = take(inp, "height", int, "parameters.input")
-    if width is not None and height is not None and width != height:
-        raise BadInput(
-            "parameters.input", f"width {width} and height {height} differ: simsearch models take square inputs"
-        )
-    return int(width) if width is not None else (int(height) if height is not None else None)
+    if width is None and height is None:
+        return None
+    return int(width if width is not None else height), int(height if height is not None else width)
+
+
+def _created(service: ServiceRecord) -> Json:
+    """What the service's DeepDetect creation recorded (type, parameters, model); {} for a service made by
+    the CLI or the native face."""
+    created: Json = service.params.get("deepdetect", {})
+    return created
+
+
+def _service_type(service: ServiceRecord) -> str:
+    """The type the service was created with; supervised (the creation's default) when none was given."""
+    return str(_created(service).get("type", "supervised"))
 
 
 def _service_info(core: Core, service: ServiceRecord, *, full: bool) -> Json:
-    created = service.params.get("deepdetect", {})
+    created = _created(service)
     info: Json = {
         "name": service.name,
         "description": service.description,
         "mllib": "torch",
-        "type": created.get("type", "unsupervised"),
+        "type": _service_type(service),
     }
     if not full:
         return info
@@ -204,50 +243,115 @@ def _create(core: Core, name: str, body: Json) -> Response[Json]:
         raise BadInput("mllib", f'{mllib} is not available in simsearch: use "torch" with a torchvision template')
     if mllib.lower() != "torch":
         raise DDError(404, 1000, f'Unknown Library: {mllib} (use "torch")')
-    kind = take(body, "type", str, "", "supervised")
-    if kind not in ("supervised", "unsupervised"):
+    kind = take(body, "type", str, "")
+    if kind is not None and kind not in ("supervised", "unsupervised"):
         raise BadInput("type", f"{kind!r}: use supervised or unsupervised")
-    description = take(body, "description", str, "", "")
+    description = take(body, "description", str, "")
     inp, mllib_params, output = _sections(body)
     connector = take(inp, "connector", str, "parameters.input", "image")
     if connector != "image":
         raise DDError(404, 1004, f'Input Connector Not Found: {connector} (simsearch reads images: use "image")')
     template = take(mllib_params, "template", str, "parameters.mllib")
-    if template is None:
-        raise wrong_json("parameters.mllib.template", "missing: name a torchvision model, e.g. resnet50")
-    weights = take(mllib_params, "weights", str, "parameters.mllib", "DEFAULT")
+    weights = take(mllib_params, "weights", str, "parameters.mllib")
     layer = take(mllib_params, "extract_layer", str, "parameters.mllib")
     for key, kinds in (("nclasses", int), ("gpu", bool), ("gpuid", (int, list))):
         take(mllib_params, key, kinds, "parameters.mllib")
     model = take(body, "model", dict, "", {})
     repository = take(model, "repository", str, "model")
     _check_output(output)  # they become the defaults of every predict: refused now, not on each call
-    if not is_detector(template):
-        _no_object_flags(output.get("rois") is not None, _multibox(output), f"{template} makes whole-image vectors")
-    backend = output.get("index_backend", "faiss")
-    metric = output.get("metric", "cosine" if backend == "annoy" else "l2")
-    settings = index_settings({k: output[k] for k in INDEX_KEYS if k in output})
     size = _input_size(inp)  # None: 224 for extractors, a detector's own input size (cascades: the image's)
     folder = _repository(core, repository)
+    # a creation that leaves model settings out re-attaches the detached service of that name (or, without
+    # a template, of that repository) with its stored ones, as DeepDetect reloads a model from its repository
+    stored = services.detached_service(core.engine, name, folder if template is None else None)
+    if stored is not None and template not in (None, stored.model):
+        stored = None  # another model: create_service says whether its vectors may be re-attached
+    if template is None and stored is None:
+        raise BadInput(
+            "model",
+            "missing: name a torchvision model, e.g. resnet50 (no service of this name or model.repository "
+            "was removed with clear=mem, so there are no stored settings to re-attach)",
+        )
+    base = _stored_creation(stored)
+    template = template or base["template"]
+    if not is_detector(template):
+        _no_object_flags(output.get("rois") is not None, _multibox(output), f"{template} makes whole-image vectors")
+    settings = index_settings({k: output[k] for k in INDEX_KEYS if k in output}, base=base["index"])
+    width, height = size or base["size"] or (None, None)
+    folder = folder or base["repository"]
+    parameters = _merged(base["parameters"], take(body, "parameters", dict, "", {}))
+    default_metric = base["metric"] or ("cosine" if settings.backend == "annoy" else "l2")
+    metric: str = output["metric"] if output.get("metric") is not None else default_metric
     record = services.create_service(
         core.engine,
         name,
         model=template,
-        weights=weights,
+        weights=weights or base["weights"],
         layer=layer,
-        size=size,
+        size=width,
+        height=height,
         metric=metric,
         index=settings,
         repository=folder,
-        description=description,
-        params={"deepdetect": {"type": kind, "parameters": body.get("parameters", {}), "model": model}},
+        description=description if description is not None else base["description"],
+        params={
+            "deepdetect": {
+                "type": kind or base["type"],
+                "parameters": parameters,
+                "model": base["model"] | model,
+            }
+        },
         weights_roots=[*core.roots, core.settings.home],
+        reattach=stored,
     )
     if folder is not None:  # made only once the service exists: a refused one leaves no folder behind
         folder.mkdir(parents=True, exist_ok=True)
     warnings = [_RANDOM_WEIGHTS] if record.weights == "none" else []
     warnings += _gpu_warnings(settings.gpu)
     return dd_answer({"warning": joined_warnings(warnings)}, status=201, msg="Created")
+
+
+def _stored_creation(stored: ServiceRecord | None) -> Json:
+    """The settings a creation takes from the detached service it re-attaches, for what it leaves out
+    (defaults when there is none)."""
+    if stored is None:
+        return {
+            "template": None,
+            "weights": "DEFAULT",
+            "size": None,
+            "metric": None,
+            "index": None,
+            "repository": None,
+            "description": "",
+            "type": "supervised",
+            "parameters": {},
+            "model": {},
+        }
+    created = _created(stored)
+    repository = stored.index_settings.get("repository")
+    return {
+        "template": stored.model,
+        "weights": stored.weights,
+        "size": (stored.input_size, stored.input_height),
+        "metric": stored.metric,
+        "index": stored_settings(stored.index_settings),
+        "repository": Path(repository) if repository else None,
+        "description": stored.description,
+        "type": _service_type(stored),
+        "parameters": created.get("parameters", {"mllib": {"template": stored.model, "weights": stored.weights}}),
+        "model": created.get("model", {}),
+    }
+
+
+def _merged(stored: Json, given: Json) -> Json:
+    """The parameters as created: the stored sections, updated by those of this creation."""
+    merged = {key: dict(value) if isinstance(value, dict) else value for key, value in stored.items()}
+    for key, value in given.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = merged[key] | value
+        else:
+            merged[key] = value
+    return merged
 
 
 def _repository(core: Core, repository: str | None) -> Path | None:
@@ -394,9 +498,12 @@ def parse_call(
     inp, mllib, given = _sections(body)
     output = service.params.get("deepdetect", {}).get("parameters", {}).get("output", {}) | given
     size = _input_size(inp)
-    if size is not None and size != service.input_size:
+    created = (service.input_size, service.input_height or service.input_size)
+    if size is not None and size != created:
+        which = "width" if size[0] != created[0] else "height"
         raise BadInput(
-            "parameters.input.width", f"{size}: {service.name} was created for {service.input_size}px images"
+            f"parameters.input.{which}",
+            f"{size[0]}x{size[1]}: {service.name} was created for {service.input_shape} images (width x height)",
         )
     for key, kinds in _PREDICT_MLLIB_TYPES.items():
         take(mllib, key, kinds, "parameters.mllib")
@@ -508,8 +615,7 @@ def _predict(core: Core, body: Json, request: Request[Any, Any, Any]) -> Respons
         predictions, skipped = _predict_objects(core, call)
     else:
         predictions, skipped = _predict_images(core, call)
-    if predictions:
-        predictions[-1]["last"] = True
+    last_marked(predictions)
     head = {
         "method": "/predict",
         "service": call.service.name,
@@ -616,10 +722,19 @@ def search_objects(
     return objects.search_objects(core.engine, service, core.indexes.current(service), images, call.k, options)
 
 
-def ranked_nns(core: Core, service: ServiceRecord, hits: list[list[Hit]], k: int) -> list[Json]:
-    """multibox_rois: the images ranked by the mean distance of the query objects' hits, as `nns`."""
-    ranked: list[RankedImage] = objects.rank_images(core.engine, service, hits, score="mean", limit=k)
+def ranked_nns(core: Core, service: ServiceRecord, hits: list[list[Hit]]) -> list[Json]:
+    """multibox_rois: every image hit by the query objects' hits (each object's search_nn nearest, so up to
+    objects x search_nn images, as DeepDetect returns them), ranked by the mean distance of its hits."""
+    every = max(1, sum(len(h) for h in hits))
+    ranked: list[RankedImage] = objects.rank_images(core.engine, service, hits, score="mean", limit=every)
     return [{"uri": r.uri, "dist": r.score} | ({"metadata": r.metadata} if r.metadata else {}) for r in ranked]
+
+
+def last_marked(entries: list[Json]) -> list[Json]:
+    """`last: true` on the last entry, as DeepDetect marks its lists of classes and predictions."""
+    if entries:
+        entries[-1]["last"] = True
+    return entries
 
 
 def shown_uri(image: ObjectImage) -> str:
@@ -683,8 +798,10 @@ def _predict_objects(core: Core, call: PredictCall) -> tuple[list[Json], int]:
             entry["classes"] = [found_class(o, with_bbox=call.bbox) for o in image.objects]
         if image.stored_uri in stored:
             entry["indexed"] = True
-        if search and call.multibox and (ranked := ranked_nns(core, service, found, call.k)):
-            entry["nns"] = ranked
+        if search and call.multibox:  # DeepDetect's multibox answer: the query objects and the ranked images
+            entry["classes"] = last_marked([found_class(o, with_bbox=True) for o in image.objects])
+            if ranked := ranked_nns(core, service, found):
+                entry["nns"] = ranked
         predictions.append(entry)
     return predictions, skipped
 

@@ -25,6 +25,7 @@ DD_FIELDS = {
     "weights": "parameters.mllib.weights",
     "model": "parameters.mllib.template",
     "size": "parameters.input.width",
+    "height": "parameters.input.height",
     "k": "parameters.output.search_nn",
     "vector": "parameters.mllib.extract_layer",
     "metric": "parameters.output.metric",

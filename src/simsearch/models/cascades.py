@@ -14,7 +14,7 @@ import cv2.data
 import numpy as np
 
 from simsearch.errors import BadInput
-from simsearch.models.detect import Detections, as_rgb, coco_categories, finish, fit_longer_side
+from simsearch.models.detect import Detections, as_rgb, coco_categories, finish, fit_input
 from simsearch.models.spec import ModelSpec
 
 # What each cascade finds, matched in order on its file name. "fullbody" answers "person" so that a
@@ -71,7 +71,7 @@ class CascadeDetector:
 
     def _one(self, image: np.ndarray) -> Detections:
         gray = cv2.cvtColor(as_rgb(image), cv2.COLOR_RGB2GRAY)
-        small, scale = fit_longer_side(gray, self.spec.size)
+        small, scale = fit_input(gray, self.spec)
         side = max(24, min(small.shape[:2]) // 20)  # smaller matches are mostly false positives
         with self._lock:
             found = self.cascade.detectMultiScale(small, scaleFactor=1.1, minNeighbors=5, minSize=(side, side))

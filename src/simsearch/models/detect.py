@@ -79,6 +79,22 @@ def fit_longer_side(image: np.ndarray, size: int) -> tuple[np.ndarray, float]:
     return cv2.resize(image, (width, height), interpolation=interpolation), scale
 
 
+def fit_input(image: np.ndarray, spec: ModelSpec) -> tuple[np.ndarray, np.ndarray]:
+    """The image as a detector sees it, and the (x, y, x, y) scales that bring its boxes back to source
+    pixels (divide by them). A width x height that differ: the image resized to exactly that, as DeepDetect
+    does; a square size: the longer side scaled to it, the aspect kept (0: the image as it is)."""
+    if spec.square:
+        resized, scale = fit_longer_side(image, spec.size)
+        return resized, np.full(4, scale, np.float32)
+    height, width = image.shape[:2]
+    target = spec.width_height
+    if (width, height) != target:
+        shrink = target[0] * target[1] < width * height
+        image = cv2.resize(image, target, interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
+    sx, sy = target[0] / width, target[1] / height
+    return image, np.array([sx, sy, sx, sy], np.float32)
+
+
 def finish(
     boxes: np.ndarray,
     probs: np.ndarray,
@@ -138,7 +154,9 @@ class TorchDetector:
         self.spec = spec
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         model: Any = _build(spec).eval()  # torchvision's detection modules are untyped
-        if spec.size > 0:  # the model's own resize target (e.g. 800 px) is slow on CPU
+        if not spec.square:  # resized to exactly width x height, as DeepDetect does (boxes come back in
+            model.transform.fixed_size = spec.width_height  # source pixels: postprocess)
+        elif spec.size > 0:  # the model's own resize target (e.g. 800 px) is slow on CPU
             model.transform.min_size = (spec.size,)
             model.transform.max_size = spec.size
             if model.transform.fixed_size is not None:  # SSD: a square input

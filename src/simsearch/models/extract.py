@@ -17,8 +17,8 @@ from torchvision.models.feature_extraction import create_feature_extractor, get_
 
 from simsearch.errors import BadInput
 from simsearch.models.detect import is_detector
-from simsearch.models.spec import ModelSpec
-from simsearch.models.weights import load_state_dict, normalisation
+from simsearch.models.spec import ModelSpec, unknown_model
+from simsearch.models.weights import known_models, load_state_dict, normalisation
 
 SEED = 0  # weights "none": the same random network in every process, for tests
 FACE_DESCRIPTOR = "dlib:face_descriptor"
@@ -55,10 +55,12 @@ def _cpu_has_bf16() -> bool:
 def _build_model(spec: ModelSpec) -> nn.Module:
     if is_detector(spec.model):
         raise BadInput("model", f"{spec.model} is an object detector; load it with load_detector")
+    if spec.model not in tv_models.list_models():
+        raise unknown_model(spec.model, known_models())
     if spec.model not in classification_models():
         raise BadInput(
             "model",
-            f"unknown model {spec.model!r}; choose a torchvision classification model, e.g. "
+            f"{spec.model!r} is not a torchvision classification model; choose one, e.g. "
             f"resnet50, resnet18, mobilenet_v2, efficientnet_b0, convnext_tiny, vit_b_16, or {FACE_DESCRIPTOR}",
         )
     if spec.weights == "none":
@@ -115,12 +117,17 @@ class TorchExtractor:
         else:
             self.net = self.net.to(self.device, memory_format=torch.channels_last)
             self.autocast = torch.float16
-        self.dim = int(self.embed([np.zeros((spec.size, spec.size, 3), np.uint8)]).shape[1])
+        try:  # a size the network cannot take (e.g. a vision transformer's fixed one) fails here, not later
+            width, height = spec.width_height
+            self.dim = int(self.embed([np.zeros((height, width, 3), np.uint8)]).shape[1])
+        except (RuntimeError, AssertionError) as exc:  # torchvision's ViT asserts its size
+            raise BadInput("size", f"{spec.model} cannot take {width}x{height} inputs: {str(exc)[:200]}") from exc
 
     def preprocess(self, images: Sequence[np.ndarray]) -> torch.Tensor:
-        """RGB uint8 arrays of any size -> a normalised (n, 3, size, size) batch. Runs off the model thread."""
-        size = self.spec.size
-        batch = np.stack([cv2.resize(img, (size, size), interpolation=cv2.INTER_AREA) for img in images])
+        """RGB uint8 arrays of any size -> a normalised (n, 3, height, width) batch: each image resized to
+        the service's width x height, as DeepDetect does. Runs off the model thread."""
+        size = self.spec.width_height
+        batch = np.stack([cv2.resize(img, size, interpolation=cv2.INTER_AREA) for img in images])
         x = torch.from_numpy(batch).permute(0, 3, 1, 2).float().div_(255.0)
         mean = torch.tensor(self.mean).view(1, 3, 1, 1)
         std = torch.tensor(self.std).view(1, 3, 1, 1)

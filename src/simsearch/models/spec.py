@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import difflib
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Literal
 
@@ -24,8 +26,18 @@ class ModelSpec:
     model: str
     weights: str  # "none", a torchvision weights name ("IMAGENET1K_V1"), a state_dict file, or "packaged"
     layer: str | None = None  # node name; None = the pooled layer before the classifier
-    size: int = 224  # input width and height; for detectors 0 = the model's own input size
+    size: int = 224  # input width (and height, unless `height` is set); for detectors 0 = the model's own size
     metric: Metric = "l2"  # "cosine" L2-normalises every vector
+    height: int | None = None  # input height where it differs from the width (DeepDetect's width x height)
+
+    @property
+    def width_height(self) -> tuple[int, int]:
+        """The input size as (width, height), the order cv2.resize and torchvision's fixed_size take."""
+        return self.size, self.size if self.height is None else self.height
+
+    @property
+    def square(self) -> bool:
+        return self.height is None or self.height == self.size
 
 
 def is_packaged(model: str) -> bool:
@@ -39,3 +51,10 @@ def packaged_weights(model: str, weights: str) -> str:
     if weights.lower() in ("default", "none", PACKAGED):
         return PACKAGED
     raise BadInput("weights", f"{model} uses the weights its package ships; give DEFAULT (recorded as {PACKAGED})")
+
+
+def unknown_model(model: str, known: Iterable[str]) -> BadInput:
+    """The refusal of a model name that names nothing, with the close names ("did you mean")."""
+    close = difflib.get_close_matches(model, list(known), n=5, cutoff=0.6)
+    hint = f"did you mean {', '.join(close)}?" if close else "see torchvision.models.list_models()"
+    return BadInput("model", f"unknown model {model!r}; {hint} (any torchvision classification or detection model)")

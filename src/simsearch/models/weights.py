@@ -12,9 +12,11 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torchvision.models import get_model_weights
+from torchvision import models as tv_models
+from torchvision.models import get_model_weights, list_models
 
 from simsearch.errors import BadInput
+from simsearch.models.spec import PACKAGED_MODELS, unknown_model
 
 # Weights files that install from the package registry (see README, "Offline models"): the file name of
 # torchvision's own download URL -> (package, sub-folder). The files are byte-identical to torchvision's.
@@ -40,7 +42,19 @@ def _cached_path(url: str) -> Path | None:
     return path if path.is_file() else None
 
 
+# the packaged models, for close names (their modules need dlib and OpenCV, not imported here)
+PACKAGED_NAMES = ("dlib:face_descriptor", "dlib:frontal_face", *PACKAGED_MODELS)
+
+
+def known_models() -> list[str]:
+    """The names an unknown one is matched against: torchvision's classification and detection models, and
+    the packaged ones (not its video or segmentation models, which make no service)."""
+    return [*list_models(module=tv_models), *list_models(module=tv_models.detection), *PACKAGED_NAMES]
+
+
 def _weights_enum(model: str) -> Any:  # noqa: ANN401 - a torchvision WeightsEnum subclass
+    if model not in list_models():  # a name that names nothing is unknown, not "without weights"
+        raise unknown_model(model, known_models())
     try:
         return get_model_weights(model)
     except (ValueError, KeyError) as exc:

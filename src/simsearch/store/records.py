@@ -25,12 +25,27 @@ class ServiceRecord:
     params: dict[str, Any]
     created_at: datetime
     detached_at: datetime | None = None
+    input_height: int | None = None  # None: the same as input_size (a square input)
 
     @property
     def spec(self) -> ModelSpec:
         """The model that makes this service's vectors."""
         metric: Metric = "cosine" if self.metric == "cosine" else "l2"
-        return ModelSpec(model=self.model, weights=self.weights, layer=self.layer, size=self.input_size, metric=metric)
+        return ModelSpec(
+            model=self.model,
+            weights=self.weights,
+            layer=self.layer,
+            size=self.input_size,
+            metric=metric,
+            height=self.input_height,
+        )
+
+    @property
+    def input_shape(self) -> str:
+        """The input size as a person writes it: "224px", or "300x200" (width x height)."""
+        if self.input_height is None or self.input_height == self.input_size:
+            return f"{self.input_size}px"
+        return f"{self.input_size}x{self.input_height}"
 
 
 @dataclass(frozen=True, slots=True)

@@ -38,6 +38,17 @@ def find_service(conn: Connection, name: str) -> ServiceRecord | None:
     return _record(row) if row is not None else None
 
 
+def find_detached_by_repository(conn: Connection, repository: str) -> ServiceRecord | None:
+    """The most recently detached service whose index files live in `repository` (its model.repository)."""
+    row = conn.execute(
+        select(_service)
+        .where(_service.c.detached_at.is_not(None), _service.c.index_settings["repository"].astext == repository)
+        .order_by(_service.c.detached_at.desc())
+        .limit(1)
+    ).one_or_none()
+    return _record(row) if row is not None else None
+
+
 def get_service(conn: Connection, name: str) -> ServiceRecord:
     """An attached service; `NotFound` otherwise."""
     record = find_service(conn, name)

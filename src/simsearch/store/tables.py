@@ -52,7 +52,8 @@ class Service(Base):
     model: Mapped[str] = mapped_column(Text)
     weights: Mapped[str] = mapped_column(Text)  # resolved: "none", a torchvision weights name, or a file
     layer: Mapped[str] = mapped_column(Text)
-    input_size: Mapped[int] = mapped_column(Integer)
+    input_size: Mapped[int] = mapped_column(Integer)  # the input width (and height when input_height is NULL)
+    input_height: Mapped[int | None] = mapped_column(Integer)  # set when it differs from the width
     metric: Mapped[str] = mapped_column(Text)
     dim: Mapped[int] = mapped_column(Integer)
     index_settings: Mapped[dict[str, Any]] = mapped_column(server_default="{}")
