@@ -1200,6 +1200,11 @@ def test_detached_service_is_re_attached_by_a_creation_without_template(
     _answer(client.put(f"/services/{renamed}", json=again), 201)
     assert _index_info(client, renamed)["count"] == 3
     _error(client.get(f"/services/{name}"), 404, 1002)
+    # the template alone: the weights and the input size are the stored ones
+    _answer(client.delete(f"/services/{renamed}"))
+    template_only = {"mllib": "torch", "parameters": {"mllib": {"template": "resnet18"}}}
+    _answer(client.put(f"/services/{renamed}", json=template_only), 201)
+    assert _index_info(client, renamed)["count"] == 3
     # settings given that differ from the stored ones: another model, 409
     _answer(client.delete(f"/services/{renamed}"))
     bigger = {**again, "parameters": {"input": {"width": 96, "height": 96}, "mllib": {}}}
