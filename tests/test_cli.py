@@ -137,3 +137,44 @@ def test_an_annoy_service_from_the_command_line(env: dict[str, str], data_dir: P
     refused = run(env, "service", "create", "bad", "--model", "resnet18", "--weights", "none", "--ondisk", ok=False)
     assert refused.returncode != 0
     assert "ondisk" in refused.stderr
+
+
+def test_service_delete_removes_its_index_files_and_says_what_it_deletes(env: dict[str, str], data_dir: Path) -> None:
+    make_folder(data_dir / "gone", 3)
+    run(env, "service", "create", "gone", "--model", "resnet18", "--weights", "none", "--size", "64")
+    run(env, "index", str(data_dir / "gone"), "--service", "gone")
+    run(env, "build", "--service", "gone")
+    index_dir = Path(env["SIMSEARCH_HOME"]) / "indexes" / "gone"
+    assert list(index_dir.glob("gen-*/index.faiss"))
+    assert "deleted service gone" in run(env, "service", "delete", "gone").stderr
+    assert not list(index_dir.rglob("*.faiss"))  # its generations are gone from the disk
+    assert "gone" not in run(env, "service", "list").stdout
+    help_text = " ".join(run(env, "service", "delete", "--help").stdout.split())
+    assert "images stay" not in help_text
+    assert "index files" in help_text
+    assert "images no other service uses" in help_text
+
+
+def test_config_reads_a_dotenv_file_and_masks_the_secrets(tmp_path: Path) -> None:
+    folder = tmp_path / "project"
+    folder.mkdir()
+    (folder / ".env").write_text(
+        "DATABASE_URL=postgresql://photos:db-pass-123@db.example/photos\n"
+        "SIMSEARCH_API_TOKEN=admin-token-456\n"
+        "SIMSEARCH_READ_TOKEN=read-token-789\n"
+        "SIMSEARCH_BATCH_SIZE=7\n"
+        "SIMSEARCH_MAX_ITEMS=11\n"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SIMSEARCH_") and k != "DATABASE_URL"}
+    env["SIMSEARCH_MAX_ITEMS"] = "12"  # the real environment wins over .env
+    done = subprocess.run(
+        [SIMSEARCH, "config"], env=env, cwd=folder, capture_output=True, text=True, timeout=120, check=True
+    )
+    values = done.stdout.split("\n\n", 1)[1]
+    assert "batch_size = 7" in values
+    assert "max_items = 12" in values
+    assert "database_url = 'postgresql://photos:***@db.example/photos'" in values
+    for secret in ("db-pass-123", "admin-token-456", "read-token-789"):
+        assert secret not in done.stdout
+    assert "api_token = '***'" in values
+    assert "read_token = '***'" in values

@@ -8,7 +8,7 @@ from sqlalchemy import Engine, inspect, text
 from sqlalchemy.exc import IntegrityError
 
 from simsearch import store
-from simsearch.errors import Conflict, NotFound
+from simsearch.errors import Conflict, DatabaseUnavailable, NotFound
 from simsearch.store import NewImage
 from simsearch.store.tables import Base
 
@@ -110,3 +110,52 @@ def test_metadata_is_merged_on_reindex(engine: Engine) -> None:
         ).one()
     assert first == second
     assert tuple(row) == ("b" * 64, 2, 3, {"label": "cat", "n": 2})
+
+
+SHORT = store.Timeouts(connect_s=3, statement_s=0.5, lock_s=0.2, pool_s=0.2)
+
+
+def test_timeouts_reach_the_server_and_waits_that_must_last_lift_them(engine: Engine, database_url: str) -> None:
+    timed = store.make_engine(database_url, timeouts=SHORT)
+    try:
+        with timed.connect() as conn:
+            assert conn.execute(text("SHOW statement_timeout")).scalar() == "500ms"
+            assert conn.execute(text("SHOW lock_timeout")).scalar() == "200ms"
+            store.lock_builds(conn, 987654)  # waiting for another build: as long as it takes
+            assert conn.execute(text("SHOW statement_timeout")).scalar() == "0"
+            assert conn.execute(text("SHOW lock_timeout")).scalar() == "0"
+            store.unlock_builds(conn, 987654)
+        with timed.connect() as conn:  # for that transaction only
+            assert conn.execute(text("SHOW lock_timeout")).scalar() == "200ms"
+    finally:
+        timed.dispose()
+
+
+def test_a_statement_or_lock_timeout_is_database_unavailable(engine: Engine, database_url: str) -> None:
+    timed = store.make_engine(database_url, timeouts=SHORT)
+    try:
+        with timed.connect() as conn, pytest.raises(DatabaseUnavailable) as slow:
+            conn.execute(text("SELECT pg_sleep(30)"))
+        assert "statement timeout" in slow.value.detail
+        with engine.connect() as holder:
+            holder.execute(text("LOCK TABLE service IN ACCESS EXCLUSIVE MODE"))  # held until rollback
+            with timed.connect() as conn, pytest.raises(DatabaseUnavailable) as blocked:
+                conn.execute(text("SELECT count(*) FROM service"))
+            holder.rollback()
+        assert "lock another transaction holds" in blocked.value.detail
+        with timed.connect() as conn:
+            assert conn.execute(text("SELECT 1")).scalar() == 1  # the engine goes on
+    finally:
+        timed.dispose()
+
+
+def test_a_pool_that_stays_busy_is_database_unavailable(database_url: str) -> None:
+    timed = store.make_engine(database_url, timeouts=SHORT, pool_size=1, max_overflow=0)
+    try:
+        with timed.connect(), pytest.raises(Exception) as raised:  # noqa: PT011 - the pool's own error, mapped next
+            timed.connect()
+        unavailable = store.database_unavailable(raised.value)
+        assert unavailable is not None
+        assert "no free database connection" in unavailable.detail
+    finally:
+        timed.dispose()

@@ -12,13 +12,16 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
+from pydantic import SecretStr
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 from sqlalchemy import Engine
+from sqlalchemy.exc import ArgumentError
 
 from simsearch import __version__, samples, store
-from simsearch.errors import BadInput, SimsearchError
+from simsearch.errors import BadInput, DatabaseUnavailable, SimsearchError
 from simsearch.index import build_generation, load_current
 from simsearch.input import decode_image, iter_sources
 from simsearch.settings import Settings, get_settings, settings_table
@@ -51,7 +54,13 @@ def open_database(settings: Settings, *, migrate: bool = True) -> Engine:
     else:
         with console.status(f"starting the embedded PostgreSQL in {settings.pgdata}"):
             url = store.embedded_postgres(settings.pgdata)
-    engine = store.make_engine(url)
+    timeouts = store.Timeouts(
+        connect_s=settings.db_connect_timeout_s,
+        statement_s=settings.db_statement_timeout_s,
+        lock_s=settings.db_lock_timeout_s,
+        pool_s=settings.db_pool_timeout_s,
+    )
+    engine = store.make_engine(url, timeouts=timeouts, log_outages=False)  # main() prints the error
     if migrate:
         store.upgrade(engine)
     return engine
@@ -212,11 +221,14 @@ def service_list() -> None:
 
 @service_app.command("delete")
 def service_delete(name: Annotated[str, typer.Argument(help="Service name.")]) -> None:
-    """Delete a service with its vectors and index records (images stay)."""
-    engine = open_database(get_settings())
-    with engine.begin() as conn:
-        store.delete_service(conn, name.lower())
-    console.print(f"deleted service {name.lower()}")
+    """Delete a service: its vectors, objects, index records and index files, and the images no other
+    service uses (the API's DELETE with clear=full does the same)."""
+    from simsearch import services
+
+    settings = get_settings()
+    engine = open_database(settings)
+    record = services.remove_service(engine, name, clear="full", index_dir=settings.index_dir)
+    console.print(f"deleted service {record.name}")
 
 
 class Score(StrEnum):
@@ -602,9 +614,10 @@ def demo_cmd(
     with console.status("writing sample photos"):
         originals, copies = samples.write_samples(folder)
     roots = [*settings.data_roots, folder]
-    with engine.begin() as conn:
-        if any(s.name == "demo" for s in store.list_services(conn)):
-            store.delete_service(conn, "demo")
+    with engine.connect() as conn:
+        again = any(s.name == "demo" for s in store.list_services(conn))
+    if again:  # the previous demo, with its index files
+        services.remove_service(engine, "demo", clear="full", index_dir=settings.index_dir)
     with console.status(f"loading {model} ({weights})"):
         record = services.create_service(engine, "demo", model=model, weights=weights, description="simsearch demo")
     console.print(f"service demo: {record.model} weights={record.weights} layer={record.layer} dim={record.dim}")
@@ -691,7 +704,19 @@ def config_cmd() -> None:
     out.print(settings_table(), markup=False, highlight=False)
     out.print()
     for name in type(settings).model_fields:
-        out.print(f"{name} = {getattr(settings, name)!r}", markup=False, highlight=False)
+        out.print(f"{name} = {shown_value(getattr(settings, name))}", markup=False, highlight=False, soft_wrap=True)
+
+
+def shown_value(value: object) -> str:
+    """A setting's value as `config` prints it: passwords and tokens masked."""
+    if isinstance(value, SecretStr):
+        return repr("***")
+    if isinstance(value, str) and "://" in value:  # DATABASE_URL
+        try:
+            return repr(store.masked_url(value))
+        except ArgumentError:
+            return repr("***")
+    return repr(value)
 
 
 @app.command("version")
@@ -703,6 +728,10 @@ def version_cmd() -> None:
 def main() -> None:
     try:
         app()
-    except SimsearchError as exc:
-        console.print(f"[red]error:[/] {exc.message}")
-        sys.exit(2 if exc.status < 500 else 1)
+    except Exception as exc:
+        error = exc if isinstance(exc, SimsearchError) else store.database_unavailable(exc)
+        if error is None:
+            raise  # a bug: its traceback is what a report needs
+        message = error.for_operator() if isinstance(error, DatabaseUnavailable) else error.message
+        console.print(f"[red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)  # one line
+        sys.exit(2 if error.status < 500 else 1)

@@ -42,3 +42,18 @@ class Unavailable(SimsearchError):
     """Something needed is missing on this machine (weights without network, a GPU, an extra)."""
 
     status = 503
+
+
+class DatabaseUnavailable(Unavailable):
+    """Postgres cannot be reached, refused us, or did not answer in time: the client may retry.
+
+    `message` is all an HTTP client learns. `detail` (what failed, naming hosts and sockets) and `hint`
+    (what to do) are for the operator: the server's log and the command line."""
+
+    def __init__(self, detail: str, hint: str) -> None:
+        super().__init__("database unavailable, retry in a moment")
+        self.detail = detail
+        self.hint = hint
+
+    def for_operator(self) -> str:
+        return f"{self.detail}; {self.hint}"

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import platformdirs
-from pydantic import AliasChoices, Field, field_validator
+from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 
@@ -21,15 +21,37 @@ def _default_home() -> Path:
 
 
 class Settings(BaseSettings):
-    """simsearch configuration; every field is read from `SIMSEARCH_<NAME>` unless said otherwise."""
+    """simsearch configuration; every field is read from `SIMSEARCH_<NAME>` unless said otherwise, and
+    from a `.env` file in the working directory (the real environment wins over it)."""
 
-    model_config = SettingsConfigDict(env_prefix="SIMSEARCH_", extra="ignore", use_attribute_docstrings=True)
+    model_config = SettingsConfigDict(
+        env_prefix="SIMSEARCH_",
+        env_file=".env",
+        env_file_encoding="utf-8",
+        extra="ignore",
+        use_attribute_docstrings=True,
+    )
 
     database_url: str | None = Field(
         default=None, validation_alias=AliasChoices("DATABASE_URL", "SIMSEARCH_DATABASE_URL")
     )
     """Postgres (>= 15, with pgvector) to use, e.g. postgresql://user:pw@host/db (env `DATABASE_URL`).
     Unset: an embedded PostgreSQL 18 + pgvector is started under `home`."""
+
+    db_connect_timeout_s: float = Field(default=5.0, gt=0)
+    """Longest wait to open a database connection, and for a pooled one to answer its ping before each
+    use, in seconds (whole seconds, at least 2: libpq's connect_timeout). Past it: 503, retry."""
+
+    db_statement_timeout_s: float = Field(default=60.0, ge=0)
+    """Longest a database statement may run, in seconds (Postgres' statement_timeout; 0: no limit).
+    Builds' reads, build-lock waits and migrations are not limited."""
+
+    db_lock_timeout_s: float = Field(default=30.0, ge=0)
+    """Longest a statement may wait for a lock another transaction holds, in seconds (lock_timeout; 0: no
+    limit)."""
+
+    db_pool_timeout_s: float = Field(default=10.0, gt=0)
+    """Longest a request waits for a free connection of the pool, in seconds."""
 
     home: Path = Field(default_factory=_default_home)
     """Folder for the embedded database (`pgdata/`) and the index files (`indexes/`)."""
@@ -61,10 +83,10 @@ class Settings(BaseSettings):
     max_url_bytes: int = Field(default=32 << 20, gt=0)
     """Largest image fetched from a URL, in bytes."""
 
-    api_token: str | None = None
+    api_token: SecretStr | None = None
     """Bearer token for every API call (admin). Unset, and `read_token` unset too: no authentication."""
 
-    read_token: str | None = None
+    read_token: SecretStr | None = None
     """Bearer token that may only read and search. When only this one is set, writes are refused."""
 
     @field_validator("data_roots", mode="before")

@@ -107,7 +107,8 @@ def _matches(token: str | None, expected: str | None) -> bool:
 def authorize(connection: ASGIConnection[Any, Any, Any, Any], scope: Literal["read", "admin"]) -> None:
     """Bearer-token check: off when no token is configured; `read` accepts either token."""
     settings = core_of(connection).settings
-    admin, read = settings.api_token, settings.read_token
+    admin = settings.api_token.get_secret_value() if settings.api_token else None
+    read = settings.read_token.get_secret_value() if settings.read_token else None
     if admin is None and read is None:
         return
     token = _bearer(connection)
@@ -135,7 +136,13 @@ def admin_guard(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHand
 def open_engine(settings: Settings) -> Engine:
     """The configured Postgres, or the embedded one, migrated to the latest schema."""
     url = settings.database_url or store.embedded_postgres(settings.pgdata)
-    engine = store.make_engine(url, pool_size=10, max_overflow=20)
+    timeouts = store.Timeouts(
+        connect_s=settings.db_connect_timeout_s,
+        statement_s=settings.db_statement_timeout_s,
+        lock_s=settings.db_lock_timeout_s,
+        pool_s=settings.db_pool_timeout_s,
+    )
+    engine = store.make_engine(url, timeouts=timeouts, pool_size=10, max_overflow=20)
     store.upgrade(engine)
     return engine
 

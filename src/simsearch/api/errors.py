@@ -11,7 +11,8 @@ from typing import Any
 from litestar import Request, Response
 from litestar.exceptions import HTTPException, SerializationException, ValidationException
 
-from simsearch.errors import BadInput, Conflict, NotFound, SimsearchError
+from simsearch import store
+from simsearch.errors import BadInput, Conflict, DatabaseUnavailable, NotFound, SimsearchError
 from simsearch.index import INDEX_KEYS
 
 log = logging.getLogger("simsearch.api")
@@ -157,10 +158,25 @@ def _problem(exc: Exception) -> tuple[int, dict[str, Any]]:
     }
 
 
+def _outage(request: Request[Any, Any, Any], exc: Exception) -> Exception:
+    """The database being unreachable or too slow is a 503 whose text tells a client nothing of it
+    (no host, port, socket or driver). An outage that passed through an engine is DatabaseUnavailable
+    already; one that did not (raw psycopg COPY, the pool's own timeout) becomes it here, in one line."""
+    if isinstance(exc, DatabaseUnavailable):
+        return exc
+    unavailable = store.database_unavailable(exc)
+    if unavailable is None:
+        return exc
+    log.warning("%s %s: %s", request.method, request.url.path, unavailable.for_operator())
+    return unavailable
+
+
 def handle_exception(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
     """Render any exception for the face the request came through."""
+    exc = _outage(request, exc)
     status = exc.status_code if isinstance(exc, HTTPException) else getattr(exc, "status", 500)
-    if not isinstance(exc, SimsearchError | HTTPException | DDError) or status >= 500:
+    expected = isinstance(exc, SimsearchError | HTTPException | DDError) and status < 500
+    if not expected and not isinstance(exc, DatabaseUnavailable):  # an outage is logged once, by its engine
         log.exception("unexpected error on %s %s", request.method, request.url.path, exc_info=exc)
     headers = dict(exc.headers or {}) if isinstance(exc, HTTPException) else {}
     if request.url.path.startswith(NATIVE_PREFIXES):

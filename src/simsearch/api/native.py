@@ -7,10 +7,11 @@ from typing import Annotated, Any
 import msgspec
 import numpy as np
 from anyio import to_thread
-from litestar import Controller, Request, delete, get, patch, post
+from litestar import Controller, Request, Response, delete, get, patch, post
 from litestar.datastructures import UploadFile
 from litestar.di import NamedDependency, Provide
 from litestar.handlers import HTTPRouteHandler
+from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import FromPath, JSONBody, MultipartBody, QueryParameter
 from litestar.status_codes import HTTP_200_OK, HTTP_201_CREATED, HTTP_204_NO_CONTENT
 
@@ -53,7 +54,7 @@ from simsearch.api.schemas import (
     UploadForm,
     UploadItem,
 )
-from simsearch.errors import BadInput
+from simsearch.errors import BadInput, DatabaseUnavailable
 from simsearch.index import build_generation, faiss_index, index_settings, stored_settings
 from simsearch.ingest import IngestReport, ingest
 from simsearch.search import SearchOptions, search_vectors
@@ -476,22 +477,33 @@ class ImageController(Controller):
                 store.get_image(conn, image_id)  # raises NotFound
 
 
-@get("/api/v1/health", operation_id="health", tags=["health"], sync_to_thread=True)
-def health(request: Request[Any, Any, Any]) -> Health:
+@get(
+    "/api/v1/health",
+    operation_id="health",
+    tags=["health"],
+    sync_to_thread=True,
+    responses={503: ResponseSpec(Health, description="The database does not answer (`database: false`).")},
+)
+def health(request: Request[Any, Any, Any]) -> Response[Health]:
     """The database answers, and which index generation each service has current and loaded. No token
-    needed (for load balancers and probes)."""
+    needed (for load balancers and probes): 503 while the database does not answer."""
     core = core_of(request)
-    with core.engine.connect() as conn:
-        listed = store.list_services(conn)
-        current = {s.id: store.current_build(conn, s.id) for s in listed}
+    try:
+        with core.engine.connect() as conn:
+            listed = store.list_services(conn)
+            current = {s.id: store.current_build(conn, s.id) for s in listed}
+    except DatabaseUnavailable:  # the engine logged the outage; a probe wants an answer, not an error
+        return Response(Health(status="unavailable", database=False, services=[]), status_code=503)
     generations = {sid: build.id for sid, build in current.items() if build is not None}
     loaded = core.indexes.loaded()
-    return Health(
-        status="ok",
-        database=True,
-        services=[
-            ServiceHealth(name=s.name, generation=generations.get(s.id), loaded=loaded.get(s.id)) for s in listed
-        ],
+    return Response(
+        Health(
+            status="ok",
+            database=True,
+            services=[
+                ServiceHealth(name=s.name, generation=generations.get(s.id), loaded=loaded.get(s.id)) for s in listed
+            ],
+        )
     )
 
 

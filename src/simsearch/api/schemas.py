@@ -442,7 +442,7 @@ class ServiceHealth(msgspec.Struct):
 
 
 class Health(msgspec.Struct):
-    status: Literal["ok"]
+    status: Literal["ok", "unavailable"]
     database: bool
     services: list[ServiceHealth]
 

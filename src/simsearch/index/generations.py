@@ -132,6 +132,7 @@ def _read_snapshot(engine: Engine, service: ServiceRecord) -> tuple[int, store.V
         stack.enter_context(conn.begin())
         watermark = store.max_embedding_id(conn, service.id)  # the first query: the snapshot is taken here
         fenced.commit()  # writers go on; what they write from now on is drawn above the watermark
+        store.unbounded(conn)  # reading every vector may rightly take longer than a request's statement
         vectors = store.read_service_vectors(conn, service.id, service.dim, upto_id=watermark)
     return watermark, vectors
 

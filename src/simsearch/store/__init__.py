@@ -12,11 +12,13 @@ from simsearch.store.builds import (
     start_build,
     unlock_builds,
 )
-from simsearch.store.db import embedded_postgres, make_engine, upgrade
+from simsearch.store.db import Timeouts, make_engine, masked_url, unbounded, upgrade
+from simsearch.store.embedded import embedded_postgres
 from simsearch.store.hits import join_hits
 from simsearch.store.images import get_image, image_ids, image_vector, list_images, update_metadata
 from simsearch.store.notify import CHANNEL, announce_generation, listen_generations
 from simsearch.store.objects import SCORES, category_ids, image_objects, rank_images, replace_objects
+from simsearch.store.outage import database_unavailable
 from simsearch.store.read import VectorSet, max_embedding_id, read_recent_vectors, read_service_vectors
 from simsearch.store.records import (
     BuildRecord,
@@ -55,6 +57,7 @@ __all__ = [
     "ObjectRecord",
     "RankedImage",
     "ServiceRecord",
+    "Timeouts",
     "VectorSet",
     "announce_generation",
     "category_ids",
@@ -62,6 +65,7 @@ __all__ = [
     "count_vectors",
     "create_service",
     "current_build",
+    "database_unavailable",
     "delete_images",
     "delete_service",
     "detach_service",
@@ -84,6 +88,7 @@ __all__ = [
     "listen_generations",
     "lock_builds",
     "make_engine",
+    "masked_url",
     "max_embedding_id",
     "rank_images",
     "read_recent_vectors",
@@ -94,6 +99,7 @@ __all__ = [
     "replace_objects",
     "set_layer",
     "start_build",
+    "unbounded",
     "unlock_builds",
     "update_metadata",
     "update_service",

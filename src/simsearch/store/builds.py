@@ -6,6 +6,7 @@ from typing import Any, cast
 
 from sqlalchemy import Connection, Table, insert, select, text, update
 
+from simsearch.store.db import unbounded
 from simsearch.store.notify import announce_generation
 from simsearch.store.records import BuildRecord
 from simsearch.store.tables import IndexBuild
@@ -20,6 +21,7 @@ _WRITE_FENCE = 0x51D6  # first key of the locks that writers of a service share 
 def lock_builds(conn: Connection, service_id: int) -> None:
     """Wait for, then hold until `conn` closes, the lock that serialises builds of one service (every
     process and replica of the API agrees on it, because it lives in Postgres)."""
+    unbounded(conn)  # waiting for the other build, however long it takes, is the point
     conn.execute(text("SELECT pg_advisory_lock(:a, :b)"), {"a": _BUILD_LOCK, "b": service_id})
 
 
@@ -42,7 +44,7 @@ def fence_writers(conn: Connection, service_id: int) -> None:
     """In the caller's (short) transaction: wait until every open write transaction of the service has
     ended, and keep new ones from writing until this transaction ends. A build takes its snapshot in
     between, so every row committed after that snapshot was drawn after it, above its watermark."""
-    conn.execute(text("SET LOCAL lock_timeout = 0"))  # waiting for writers to commit is the point
+    unbounded(conn)  # waiting for writers to commit is the point
     conn.execute(text("SELECT pg_advisory_xact_lock(:a, :b)"), {"a": _WRITE_FENCE, "b": service_id})
 
 

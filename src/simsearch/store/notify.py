@@ -10,6 +10,8 @@ from collections.abc import Callable
 import psycopg
 from sqlalchemy import Connection, Engine, text
 
+from simsearch.store.outage import database_unavailable
+
 CHANNEL = "simsearch_generation"
 log = logging.getLogger("simsearch.store")
 
@@ -38,6 +40,7 @@ def listen_generations(
     current); `on_disconnect()` when the connection fails (a Postgres restart), retried every `retry_s`.
     A failing callback is logged and does not stop the listening.
     """
+    failing = False  # log a lost connection once, not at every retry
     while not stop.is_set():
         try:
             raw = engine.raw_connection()
@@ -50,6 +53,7 @@ def listen_generations(
                 conn.autocommit = True
                 conn.execute(f"LISTEN {CHANNEL}")
                 on_connect()
+                failing = False
                 while not stop.is_set():
                     for note in conn.notifies(timeout=poll_s):
                         service_id, _, build_id = note.payload.partition(":")
@@ -60,7 +64,16 @@ def listen_generations(
                                 log.exception("loading announced generation %s failed", note.payload)
             finally:
                 conn.close()
-        except Exception:
-            log.warning("generation announcements: connection lost, retrying in %.0f s", retry_s, exc_info=True)
+        except Exception as exc:
+            if not failing:
+                outage = database_unavailable(exc)  # an outage is no bug: its one line, without a traceback
+                detail = outage.for_operator() if outage is not None else str(exc)
+                log.warning(
+                    "generation announcements: connection lost (%s), retrying every %.0f s",
+                    detail,
+                    retry_s,
+                    exc_info=outage is None,
+                )
+            failing = True
             on_disconnect()
             stop.wait(retry_s)
