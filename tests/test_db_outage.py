@@ -91,12 +91,16 @@ def _assert_unavailable(client: httpx.Client, postgres: ScratchPostgres) -> None
     assert native.status_code == 503, native.text
     assert native.headers["content-type"].startswith("application/problem+json")
     assert "retry" in native.json()["detail"]
+    answers = [health, native]
     for path in ("/services/outage", "/info"):
         answer = client.get(path)  # the envelope rules are checked on every answer (ddwire)
         assert answer.status_code == 503, answer.text
         assert answer.json()["status"]["msg"] == "ServiceUnavailable"
         assert "retry" in answer.json()["status"]["dd_msg"]
-    for answer in (health, native):
+        answers.append(answer)
+    search = client.post("/predict", json={"service": "outage", "data": [], "parameters": {"output": {"search": True}}})
+    assert search.status_code == 503, search.text
+    for answer in [*answers, search]:
         assert not _leaks(answer.text, postgres), answer.text
 
 

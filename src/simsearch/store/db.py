@@ -171,7 +171,8 @@ def upgrade(engine: Engine, revision: str = "head") -> None:
         try:
             _create_vector_extension(lock)
             # Migrations may rewrite big tables: no timeouts, and no connection of theirs left in the pool.
-            migrator = make_engine(engine.url.render_as_string(hide_password=False), poolclass=NullPool)
+            url = engine.url.render_as_string(hide_password=False)
+            migrator = make_engine(url, poolclass=NullPool, log_outages=False)  # the caller reports errors
             try:
                 command.upgrade(alembic_config(migrator), revision)
             finally:

@@ -69,7 +69,7 @@ def database_unavailable(error: BaseException, *, connecting: bool = False) -> D
         )
     if isinstance(error, _SHUTTING_DOWN):
         return DatabaseUnavailable(f"the database is shutting down or starting up ({text})", "retry in a moment")
-    return DatabaseUnavailable(f"lost the connection to the database ({text})", _RETRY_HINT)
+    return DatabaseUnavailable(f"the database could not serve the request ({text})", _RETRY_HINT)
 
 
 def is_statement_timeout(error: BaseException) -> bool:
