@@ -33,6 +33,7 @@ pytestmark = pytest.mark.slow
 
 _GATE_KEY = (7771, 1)  # the advisory lock the test holds to keep a gated transaction from committing
 MODEL = {"model": "resnet18", "weights": "none", "size": 32}
+LOCK_TIMEOUT_S = 2  # the server's lock timeout: short, so a wait that should not be bounded by it shows
 
 
 def _libpq(database_url: str) -> str:
@@ -47,6 +48,7 @@ def _install_gate(database_url: str, gate_uri: str) -> None:
         CREATE OR REPLACE FUNCTION test_gate() RETURNS trigger LANGUAGE plpgsql AS $$
         BEGIN
           IF EXISTS (SELECT 1 FROM image WHERE id = NEW.image_id AND uri = {uri}) THEN
+            PERFORM set_config('lock_timeout', '0', true);  -- the gate holds as long as the test wants
             PERFORM pg_advisory_xact_lock_shared({a}, {b});
           END IF;
           RETURN NULL;
@@ -83,6 +85,17 @@ def backends_waiting_on_locks(database_url: str) -> int:
     return int(row[0]) if row else 0
 
 
+def lock_waiters_older_than(database_url: str, seconds: float) -> int:
+    """Backends that have waited on a lock for longer than `seconds`."""
+    with psycopg.connect(_libpq(database_url), autocommit=True) as conn:
+        row = conn.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'"
+            " AND now() - query_start > make_interval(secs => %s)",
+            (seconds,),
+        ).fetchone()
+    return int(row[0]) if row else 0
+
+
 def wait_until(condition: Callable[[], bool], what: str, timeout: float = 240) -> None:
     """Poll an observable state (not a guess at how long something takes); fail loudly if it never comes."""
     deadline = time.monotonic() + timeout
@@ -115,7 +128,7 @@ def served(server_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterato
     port = _free_port()
     process = subprocess.Popen(
         [SIMSEARCH, "serve", "--port", str(port)],
-        env=_env(database_url, home, data),
+        env=_env(database_url, home, data) | {"SIMSEARCH_DB_LOCK_TIMEOUT_S": str(LOCK_TIMEOUT_S)},
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
@@ -155,9 +168,10 @@ def test_a_build_during_an_open_write_loses_none_of_its_images_api(served: tuple
     folder = data / "api-race"
     a_paths = [write_image(folder / f"a{i:03d}.png", draw_image(5000 + i)) for i in range(40)]
     b_path = write_image(folder / "b.png", draw_image(4999))
+    c_path = write_image(folder / "c.png", draw_image(4998))
     _install_gate(database_url, str(a_paths[0]))
     gate = Gate(database_url)
-    with httpx.Client(base_url=base, timeout=300) as http, ThreadPoolExecutor(2) as pool:
+    with httpx.Client(base_url=base, timeout=300) as http, ThreadPoolExecutor(3) as pool:
         _new_service(http, "race_api")
         try:
             # A: 40 images (5 batches) in one request, one transaction, held at COMMIT by the gate
@@ -170,11 +184,19 @@ def test_a_build_during_an_open_write_loses_none_of_its_images_api(served: tuple
             wait_until(
                 lambda: build.done() or backends_waiting_on_locks(database_url) >= 2, "the build to finish or wait"
             )
+            # C: a write that arrives while the build waits for A waits for the build's snapshot, however
+            # much longer than the lock timeout A takes to commit (it is not a stuck lock)
+            request_c: Future[list[int]] = pool.submit(_index, http, "race_api", [c_path])
+            wait_until(
+                lambda: request_c.done() or lock_waiters_older_than(database_url, 1.5 * LOCK_TIMEOUT_S) >= 3,
+                "C to fail or to wait past the lock timeout",
+            )
         finally:
             gate.open()
         a_ids = request_a.result()
         assert build.result().status_code == 201, build.result().text
-        assert _not_found_first(http, "race_api", [*a_ids, b_id]) == []
+        [c_id] = request_c.result()
+        assert _not_found_first(http, "race_api", [*a_ids, b_id, c_id]) == []
 
 
 def test_stress_writers_deleters_builds_and_searchers_agree_with_what_was_acknowledged(

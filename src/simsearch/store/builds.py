@@ -37,7 +37,15 @@ def join_writers(conn: Connection, service_id: int) -> None:
     build's watermark and be in neither the index nor the exact tail. Writers share this lock; a build
     takes it exclusively for the instant of its snapshot (`fence_writers`).
     """
-    conn.execute(text("SELECT pg_advisory_xact_lock_shared(:a, :b)"), {"a": _WRITE_FENCE, "b": service_id})
+    key = {"a": _WRITE_FENCE, "b": service_id}
+    if conn.execute(text("SELECT pg_try_advisory_xact_lock_shared(:a, :b)"), key).scalar_one():
+        return  # the usual case: no build is taking its snapshot (one round trip)
+    # A build waits for the open writers to commit: wait for its snapshot however long those writers
+    # take (they are requests like this one), then restore the lock timeout for the rest of this write.
+    previous = conn.execute(text("SELECT current_setting('lock_timeout')")).scalar_one()
+    conn.execute(text("SELECT set_config('lock_timeout', '0', true)"))
+    conn.execute(text("SELECT pg_advisory_xact_lock_shared(:a, :b)"), key)
+    conn.execute(text("SELECT set_config('lock_timeout', :previous, true)"), {"previous": previous})
 
 
 def fence_writers(conn: Connection, service_id: int) -> None:
