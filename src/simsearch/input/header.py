@@ -21,6 +21,19 @@ Size = tuple[int, int]  # (width, height)
 
 _WHITESPACE = b" \t\n\v\f\r"  # C's isspace
 _DIGITS = b"0123456789"
+# Bounds on the work a header may ask for (each read is plain Python): a text header longer than this,
+# or more segments or boxes than this before the size, is refused as unreadable. Real headers are far
+# smaller; without them a file of 100 MB of comment lines or padding would hold a worker for seconds.
+_TEXT_HEADER = 64 << 10
+_MAX_SEGMENTS = 10_000
+_LINE_END = re.compile(rb"[\n\r]")
+_NOT_FF = re.compile(rb"[^\xff]")
+
+
+def _line_end(raw: bytes, pos: int) -> int:
+    """The position of the next \\n or \\r from `pos`; -1 when there is none."""
+    found = _LINE_END.search(raw, pos)
+    return found.start() if found else -1
 
 
 def _bmp(raw: bytes) -> Size | None:
@@ -67,6 +80,7 @@ _RADIANCE_SIZE = re.compile(rb"-Y\s*([+-]?\d+)\s*\+X\s*([+-]?\d+)")  # sscanf("-
 
 def _hdr(raw: bytes) -> Size | None:
     """OpenCV's RGBE_ReadHeader: a first line, lines up to a blank one, then the resolution line."""
+    raw = raw[:_TEXT_HEADER]
     line = _fgets(raw, 0)
     while line is not None:
         line = _fgets(raw, line[1])
@@ -80,14 +94,14 @@ def _hdr(raw: bytes) -> Size | None:
 def _jpeg(raw: bytes) -> Size | None:
     """libjpeg's marker reader: skip bytes to an 0xFF, fill 0xFFs and stuffed zeros; the first SOFn is the frame."""
     pos, end = 2, len(raw)
-    while pos < end:
+    for _ in range(_MAX_SEGMENTS):
         pos = raw.find(b"\xff", pos)
         if pos < 0:
             return None
-        while pos < end and raw[pos] == 0xFF:
-            pos += 1
-        if pos >= end:
+        beyond = _NOT_FF.search(raw, pos)  # past the fill bytes
+        if beyond is None:
             return None
+        pos = beyond.start()
         marker = raw[pos]
         pos += 1
         if marker == 0x00 or 0xD0 <= marker <= 0xD7 or marker == 0x01:  # stuffed zero, RSTn, TEM: no length
@@ -131,6 +145,7 @@ def _sun(raw: bytes) -> Size | None:
 def _pnm_numbers(raw: bytes, pos: int, count: int) -> list[int] | None:
     """OpenCV's PxM ReadNumber, `count` times: whitespace and # comments before the digits, and the one byte
     after them is consumed whatever it is (so `40#` is 40, and the # starts no comment)."""
+    raw = raw[:_TEXT_HEADER]
     numbers = []
     for _ in range(count):
         while True:
@@ -140,10 +155,10 @@ def _pnm_numbers(raw: bytes, pos: int, count: int) -> list[int] | None:
             if byte in _DIGITS:
                 break
             if byte == ord("#"):
-                ends = [i for i in (raw.find(b"\n", pos), raw.find(b"\r", pos)) if i >= 0]
-                if not ends:
+                end = _line_end(raw, pos)
+                if end < 0:
                     return None
-                pos = min(ends) + 1
+                pos = end + 1
             elif byte in _WHITESPACE:
                 pos += 1
             else:
@@ -175,8 +190,8 @@ def _pam_line(raw: bytes, pos: int) -> tuple[bytes, bytes, int] | None:
     if pos >= end:
         return None
     if raw[pos] == ord("#"):
-        ends = [i for i in (raw.find(b"\n", pos), raw.find(b"\r", pos)) if i >= 0]
-        return (b"#", b"", min(ends) + 1) if ends else None
+        end = _line_end(raw, pos)
+        return (b"#", b"", end + 1) if end >= 0 else None
     start = pos
     while pos < end and pos - start < 8 and raw[pos] not in _WHITESPACE:
         pos += 1
@@ -197,6 +212,7 @@ def _pam_line(raw: bytes, pos: int) -> tuple[bytes, bytes, int] | None:
 
 
 def _pam(raw: bytes) -> Size | None:
+    raw = raw[:_TEXT_HEADER]
     if raw[2:3] not in (b"\n", b"\r"):
         return None
     pos, found = 3, dict[bytes, int]()
@@ -281,7 +297,9 @@ def _jp2(raw: bytes) -> Size | None:
     if raw.startswith(b"\xff\x4f\xff\x51"):
         return _siz(raw, 0)
     pos = 0
-    while pos + 8 <= len(raw):
+    for _ in range(_MAX_SEGMENTS):
+        if pos + 8 > len(raw):
+            return None
         length, kind = struct.unpack_from(">I4s", raw, pos)
         header = 8
         if length == 1:
@@ -302,7 +320,7 @@ def _jp2(raw: bytes) -> Size | None:
 def _exr(raw: bytes) -> Size | None:
     """OpenEXR's first header: the `dataWindow` attribute (a box2i, inclusive)."""
     pos = 8
-    while pos < len(raw):
+    for _ in range(_MAX_SEGMENTS):
         name_end = raw.find(b"\0", pos)
         if name_end < 0:
             return None
