@@ -11,13 +11,13 @@ from pathlib import Path
 import psycopg
 import pytest
 from sqlalchemy.engine import make_url
-from tests.scratch_postgres import PASSWORD, ScratchPostgres, free_port, install_without_pgvector, scratch_postgres
+from tests.own_postgres import PASSWORD, ScratchPostgres, free_port, install_without_pgvector, own_postgres
 from tests.test_cli import run
 
 
 @pytest.fixture(scope="module")
 def postgres() -> Iterator[ScratchPostgres]:
-    with scratch_postgres() as server:
+    with own_postgres() as server:
         yield server
 
 
@@ -64,7 +64,7 @@ def test_a_url_of_another_database_is_one_line(tmp_path: Path) -> None:
 
 
 def test_upgrade_without_pgvector_on_the_server_says_to_install_it(tmp_path: Path) -> None:
-    with install_without_pgvector() as bin_dir, scratch_postgres(bin_dir=bin_dir) as bare:
+    with install_without_pgvector() as bin_dir, own_postgres(bin_dir=bin_dir) as bare:
         line = _one_line_error(_env(tmp_path, bare.create_database("novector")), "db", "upgrade")
     assert "pgvector is not installed on the database server" in line
     assert "superuser" not in line

@@ -14,7 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 from tests.ddwire import check_every_response
-from tests.scratch_postgres import ScratchPostgres, free_port, scratch_postgres
+from tests.own_postgres import ScratchPostgres, free_port, own_postgres
 from tests.test_cli import SIMSEARCH
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
@@ -45,7 +45,7 @@ def _wait_healthy(base: str, process: subprocess.Popen[bytes], timeout: float = 
 
 @pytest.fixture(scope="module")
 def postgres() -> Iterator[ScratchPostgres]:
-    with scratch_postgres() as server:
+    with own_postgres() as server:
         yield server
 
 

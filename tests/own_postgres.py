@@ -111,7 +111,7 @@ class ScratchPostgres:
 
 
 @contextmanager
-def scratch_postgres(*, bin_dir: Path | None = None) -> Iterator[ScratchPostgres]:
+def own_postgres(*, bin_dir: Path | None = None) -> Iterator[ScratchPostgres]:
     """A freshly initialised, started server; stopped (thawed first if needed) and removed afterwards."""
     with tempfile.TemporaryDirectory(prefix="simsearch-scratch-pg-") as tmp:
         folder = Path(tmp)
