@@ -11,6 +11,7 @@ from litestar import Litestar
 from litestar.testing import TestClient
 from sqlalchemy import Engine
 from tests.conftest import api_settings, draw_image, make_folder, write_image
+from tests.ddwire import check_every_response
 
 from simsearch.api import create_app
 
@@ -91,6 +92,7 @@ def test_annoy_files_are_memory_mapped_again_by_a_new_app(
     info = client.get(f"/services/{name}").json()["body"]["index"]
     assert (info["backend"], info["metric"], info["count"]) == ("annoy", "cosine", 6)
     with TestClient(create_app(api_settings(api_home, api_data), engine=engine)) as fresh:
+        check_every_response(fresh)
         answer = fresh.post(
             "/predict",
             json={"service": name, "data": [str(paths[4])], "parameters": {"output": {"search": True, "search_nn": 2}}},

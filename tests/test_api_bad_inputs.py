@@ -26,6 +26,7 @@ from litestar import Litestar
 from litestar.testing import TestClient
 from sqlalchemy import Engine, text
 from tests.conftest import api_settings, draw_image, make_folder, table_counts, write_image
+from tests.ddwire import check_every_response
 
 from simsearch.api import create_app
 from simsearch.index.faiss_index import gpu_count
@@ -578,7 +579,7 @@ def url_client(engine: Engine, api_home: Path, api_data: Path, world: dict[str, 
     """A second app on the same database that fetches URLs but may not reach private addresses."""
     app = create_app(api_settings(api_home, api_data, allow_urls=True), engine=engine)
     with TestClient(app) as test_client:
-        yield test_client
+        yield check_every_response(test_client)
 
 
 @pytest.fixture(scope="module")
@@ -590,7 +591,7 @@ def limits_client(
         api_home, api_data, max_pixels=LIMIT_PIXELS, max_items=LIMIT_ITEMS, max_request_bytes=LIMIT_BYTES
     )
     with TestClient(create_app(settings, engine=engine)) as test_client:
-        yield test_client
+        yield check_every_response(test_client)
 
 
 # ---- running a case ------------------------------------------------------------------------------

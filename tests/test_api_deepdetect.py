@@ -1266,3 +1266,12 @@ def test_lone_surrogates_in_strings_are_400_naming_the_field(
         msg = _error(response, 400, 400, field)
         assert "surrogate" in msg, msg
     assert table_counts(engine) == before
+
+
+def test_a_creation_without_template_over_a_serving_service_is_a_conflict(client: Client) -> None:
+    """Only a detached service is re-attached by a template-less creation; one that serves is 409/1014,
+    as any creation over an existing name is."""
+    name = _create(client)
+    template_less = {"mllib": "torch", "parameters": {"mllib": {"nclasses": 1000}}}
+    _error(client.put(f"/services/{name}", json=template_less), 409, 1014, "Service already exists")
+    assert _answer(client.get(f"/services/{name}"))["body"]["parameters"]["mllib"]["template"] == "resnet18"

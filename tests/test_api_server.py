@@ -10,10 +10,12 @@ import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 from tests.conftest import _fresh_database, make_folder
+from tests.ddwire import check_envelope
 from tests.test_cli import SIMSEARCH
 
 pytestmark = pytest.mark.slow
@@ -36,13 +38,14 @@ def _server_env(server_url: str, home: Path, data: Path, name: str, **extra: str
     }
 
 
-def _wait_healthy(base: str, process: subprocess.Popen[str], timeout: float = 180) -> None:
+def _wait_healthy(base: str, process: subprocess.Popen[Any], timeout: float = 180) -> None:
+    """Poll the health route (an observable state) until the server answers 200, or fail."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process.poll() is not None:
             raise AssertionError(f"server exited with {process.returncode}")
         try:
-            if httpx.get(f"{base}/api/v1/health", timeout=2).status_code == 200:
+            if httpx.get(f"{base}/api/v1/health", timeout=5).status_code == 200:
                 return
         except httpx.TransportError:
             pass
@@ -74,7 +77,7 @@ def live(server_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
 
 def _predict(base: str, body: dict[str, object]) -> dict[str, object]:
     response = httpx.post(f"{base}/predict", json=body, timeout=300)
-    answer: dict[str, object] = response.json()
+    answer: dict[str, object] = check_envelope(response)
     assert response.status_code == answer["status"]["code"] == 200, answer  # type: ignore[index]
     return answer
 
@@ -90,6 +93,7 @@ def test_parallel_index_then_parallel_search(live: tuple[str, Path]) -> None:
         timeout=300,
     )
     assert created.status_code == 201, created.text
+    check_envelope(created)
     first = make_folder(data / "first", 8)
     second = make_folder(data / "second", 8, start=100)
 
@@ -133,7 +137,7 @@ def test_parallel_index_then_parallel_search(live: tuple[str, Path]) -> None:
             assert read.result()[0]["uri"] == f"first-{i}"
 
     # both workers see every vector: 16 stored, and each second-batch image finds itself
-    info = httpx.get(f"{base}/services/live", timeout=60).json()
+    info = check_envelope(httpx.get(f"{base}/services/live", timeout=60))
     assert info["body"]["index"]["count"] == 16
     with ThreadPoolExecutor(8) as pool:
         for i, nns in enumerate(pool.map(search, second)):

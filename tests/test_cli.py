@@ -178,3 +178,14 @@ def test_config_reads_a_dotenv_file_and_masks_the_secrets(tmp_path: Path) -> Non
         assert secret not in done.stdout
     assert "api_token = '***'" in values
     assert "read_token = '***'" in values
+
+
+def test_an_unknown_model_is_named_with_close_names_in_one_line(env: dict[str, str]) -> None:
+    run(env, "db", "upgrade")
+    for weights in ("none", "DEFAULT"):
+        done = run(env, "service", "create", "typo", "--model", "resnet5000", "--weights", weights, ok=False)
+        assert done.returncode != 0
+        assert "unknown model 'resnet5000'" in done.stderr
+        assert "resnet50" in done.stderr.split("unknown model", 1)[1]
+        assert "Traceback" not in done.stderr
+        assert len(done.stderr.strip().splitlines()) == 1, done.stderr

@@ -7,7 +7,6 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,6 +14,7 @@ import httpx
 import pytest
 from tests.ddwire import check_every_response
 from tests.own_postgres import ScratchPostgres, free_port, own_postgres
+from tests.test_api_server import _wait_healthy
 from tests.test_cli import SIMSEARCH
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
@@ -27,20 +27,6 @@ TIMEOUTS = {
     "SIMSEARCH_DB_POOL_TIMEOUT_S": "5",
 }
 OUTAGE_LOG = "database unavailable"
-
-
-def _wait_healthy(base: str, process: subprocess.Popen[bytes], timeout: float = 180) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise AssertionError(f"server exited with {process.returncode}")
-        try:
-            if httpx.get(f"{base}/api/v1/health", timeout=5).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.5)
-    raise AssertionError("server did not become healthy")
 
 
 @pytest.fixture(scope="module")

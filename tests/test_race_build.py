@@ -25,9 +25,12 @@ import numpy as np
 import psycopg
 import pytest
 from psycopg import sql
+from sqlalchemy import text
 from tests.conftest import _fresh_database, draw_image, write_image
 from tests.test_api_server import _free_port, _wait_healthy
 from tests.test_cli import SIMSEARCH
+
+from simsearch import store
 
 pytestmark = pytest.mark.slow
 
@@ -212,7 +215,8 @@ def test_stress_writers_deleters_builds_and_searchers_agree_with_what_was_acknow
     seeds = iter(range(100_000, 10_000_000))
     seed_lock = threading.Lock()
     acknowledged: dict[int, int] = {}  # image id -> round it was acknowledged in
-    deleted: set[int] = set()
+    deleted: set[int] = set()  # deletes acknowledged (204)
+    deleting: set[int] = set()  # deletes sent (a superset of `deleted`)
     state = threading.Lock()
     violations: list[str] = []
 
@@ -235,6 +239,8 @@ def test_stress_writers_deleters_builds_and_searchers_agree_with_what_was_acknow
                 stop.wait(0.05)  # let the writers get ahead
                 continue
             victim = rng.choice(candidates)
+            with state:
+                deleting.add(victim)  # from now on a search may rightly miss it, before the 204 arrives
             response = http.delete(f"/api/v1/images/{victim}")
             assert response.status_code in (204, 404), response.text
             with state:
@@ -263,7 +269,7 @@ def test_stress_writers_deleters_builds_and_searchers_agree_with_what_was_acknow
                 response = http.post("/api/v1/services/stress/search", json={"image_id": image_id, "k": 1})
                 first = response.json()["results"][0]["image_id"] if response.status_code == 200 else None
                 with state:
-                    was_deleted = image_id in deleted
+                    was_deleted = image_id in deleting
                 if first != image_id and not was_deleted:
                     violations.append(f"acknowledged image {image_id} was not found first ({response.text[:200]})")
 
@@ -335,3 +341,45 @@ def test_a_build_during_an_uncommitted_cli_batch_loses_none_of_its_images(
     found = json.loads(_cli(env, "search", *map(str, queries), "--service", "racecli", "-k", "1", "--json").stdout)
     lost = [q["uri"] for q in found if not q["nns"] or q["nns"][0]["uri"] != q["uri"]]
     assert lost == []
+
+
+# ---- the fence and the timeouts --------------------------------------------------------------------
+
+
+def test_a_write_behind_a_waiting_build_outwaits_the_statement_and_lock_timeouts(server_url: str) -> None:
+    """A write that meets a build waiting for an open writer waits for the build's snapshot, however much
+    longer than the statement and lock timeouts that takes (it is no stuck statement), and keeps both
+    timeouts for the rest of its transaction."""
+    url = _fresh_database(server_url, "race_fence_timeouts")
+    engine = store.make_engine(url, timeouts=store.Timeouts(connect_s=5, statement_s=1, lock_s=1, pool_s=30))
+    service_id = 1  # the fence is an advisory lock keyed by the service id: no rows needed
+
+    def snapshot() -> None:
+        with engine.connect() as fence, fence.begin():
+            store.fence_writers(fence, service_id)
+
+    def late_write() -> tuple[str, str]:
+        with engine.connect() as conn, conn.begin():
+            store.join_writers(conn, service_id)
+            row = conn.execute(text("SELECT current_setting('statement_timeout'), current_setting('lock_timeout')"))
+            statement, lock = row.one()
+            return str(statement), str(lock)
+
+    open_writer = engine.connect()
+    writing = open_writer.begin()
+    store.join_writers(open_writer, service_id)
+    try:
+        with ThreadPoolExecutor(2) as pool:
+            fenced = pool.submit(snapshot)
+            wait_until(lambda: fenced.done() or backends_waiting_on_locks(url) >= 1, "the build's fence to wait")
+            late = pool.submit(late_write)
+            wait_until(
+                lambda: late.done() or lock_waiters_older_than(url, 2.5) >= 2,
+                "the late write to fail or to outwait both 1 s timeouts",
+            )
+            writing.commit()
+            fenced.result()
+            assert late.result() == ("1s", "1s")
+    finally:
+        open_writer.close()
+        engine.dispose()

@@ -131,6 +131,7 @@ def _batches(sources: Iterator[Source], size: int) -> Iterator[list[Source]]:
 
 
 def _write(conn: Connection, service: ServiceRecord, images: list[NewImage], vectors: np.ndarray) -> dict[str, int]:
+    store.join_writers(conn, service.id)  # before any row lock: a build's snapshot then waits for it alone
     store.record_layer(conn, service.id, service.layer, service.dim)  # a first call with another layer
     ids = store.upsert_images(conn, images)
     latest = {img.uri: i for i, img in enumerate(images)}  # the same uri twice: the last one wins

@@ -185,6 +185,8 @@ def _write(
     conn: Connection, detector: ServiceRecord, service: ServiceRecord | None, images: list[ObjectImage]
 ) -> tuple[dict[str, int], int]:
     with_objects = [i for i in images if i.objects]
+    if service is not None:
+        store.join_writers(conn, service.id)  # before any row lock: a build's snapshot then waits for it alone
     if service is not None and any(o.vector is not None for i in with_objects for o in i.objects):
         store.record_layer(conn, service.id, service.layer, service.dim)
     ids = store.upsert_images(conn, [i.image for i in with_objects])

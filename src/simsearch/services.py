@@ -184,6 +184,8 @@ def detached_service(engine: Engine, name: str, repository: Path | None) -> Serv
     model from its repository: the one of that name, else the one whose index files live in `repository`."""
     with engine.connect() as conn:
         found = store.find_service(conn, name.strip().lower())
+        if found is not None and found.detached_at is None:  # a re-creation over a serving service
+            raise Conflict(f"service {found.name!r} already exists; delete it first or pick another name")
         if found is None and repository is not None:
             found = find_detached_by_repository(conn, str(repository))
     return found if found is not None and found.detached_at is not None else None

@@ -54,7 +54,7 @@ from simsearch.api.schemas import (
     UploadForm,
     UploadItem,
 )
-from simsearch.errors import BadInput, DatabaseUnavailable
+from simsearch.errors import BadInput
 from simsearch.index import build_generation, faiss_index, index_settings, stored_settings
 from simsearch.ingest import IngestReport, ingest
 from simsearch.search import SearchOptions, search_vectors
@@ -492,7 +492,9 @@ def health(request: Request[Any, Any, Any]) -> Response[Health]:
         with core.engine.connect() as conn:
             listed = store.list_services(conn)
             current = {s.id: store.current_build(conn, s.id) for s in listed}
-    except DatabaseUnavailable:  # the engine logged the outage; a probe wants an answer, not an error
+    except Exception as exc:  # the pool's timeout never passes the engine's error hook: ask the same rule
+        if store.database_unavailable(exc) is None:
+            raise
         return Response(Health(status="unavailable", database=False, services=[]), status_code=503)
     generations = {sid: build.id for sid, build in current.items() if build is not None}
     loaded = core.indexes.loaded()

@@ -124,11 +124,13 @@ def _read_snapshot(engine: Engine, service: ServiceRecord) -> tuple[int, store.V
     row committed after it has an id above the watermark. Deletes need no fence: the join drops them.
     """
     with ExitStack() as stack:
+        # Both connections first: writers queued behind the fence hold pooled connections, and the
+        # snapshot must not wait for one. A checked-out connection is idle (no transaction, no snapshot)
+        # until its first query, which runs after the fence is held.
         fence = stack.enter_context(engine.connect())
+        conn = stack.enter_context(engine.connect().execution_options(isolation_level="REPEATABLE READ"))
         fenced = fence.begin()
         store.fence_writers(fence, service.id)
-        # connected only now, so no earlier statement (a pool ping) can have started its snapshot
-        conn = stack.enter_context(engine.connect().execution_options(isolation_level="REPEATABLE READ"))
         stack.enter_context(conn.begin())
         watermark = store.max_embedding_id(conn, service.id)  # the first query: the snapshot is taken here
         fenced.commit()  # writers go on; what they write from now on is drawn above the watermark

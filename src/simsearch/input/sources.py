@@ -124,6 +124,8 @@ def _resolve(item: str | bytes, position: int, roots: Sequence[Path], urls: UrlP
         if not item:
             raise BadInput(field, "the uploaded file is empty")
         return Source(uri="sha256:" + hashlib.sha256(item).hexdigest(), position=position, explicit=True, content=item)
+    if not _is_utf8(item):  # first: a URL of undecodable bytes (from a command line) must not reach the fetcher
+        raise BadInput(field, f"{_shown(_shown_path(item))} is not valid UTF-8: rename the file (a uri must be UTF-8)")
     lowered = item[:10].lower()
     if lowered.startswith(("http://", "https://")):
         if urls is None:
@@ -131,8 +133,6 @@ def _resolve(item: str | bytes, position: int, roots: Sequence[Path], urls: UrlP
         return Source(uri=item, position=position, explicit=True, content=fetch_url(item, urls, field=field))
     if lowered.startswith("file://"):
         raise BadInput(field, "file:// URLs are refused; give the path itself")
-    if not _is_utf8(item):
-        raise BadInput(field, f"{_shown(_shown_path(item))} is not valid UTF-8: rename the file (a uri must be UTF-8)")
     if item and os.path.lexists(item):
         resolved = _real_path(item)
         if isinstance(resolved, str):

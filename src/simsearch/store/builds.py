@@ -41,11 +41,14 @@ def join_writers(conn: Connection, service_id: int) -> None:
     if conn.execute(text("SELECT pg_try_advisory_xact_lock_shared(:a, :b)"), key).scalar_one():
         return  # the usual case: no build is taking its snapshot (one round trip)
     # A build waits for the open writers to commit: wait for its snapshot however long those writers
-    # take (they are requests like this one), then restore the lock timeout for the rest of this write.
-    previous = conn.execute(text("SELECT current_setting('lock_timeout')")).scalar_one()
-    conn.execute(text("SELECT set_config('lock_timeout', '0', true)"))
+    # take (they are requests like this one), then restore the timeouts for the rest of this write.
+    previous = conn.execute(text("SELECT current_setting('statement_timeout'), current_setting('lock_timeout')")).one()
+    unbounded(conn)  # a statement of its own: the next one's statement timer starts unbounded
     conn.execute(text("SELECT pg_advisory_xact_lock_shared(:a, :b)"), key)
-    conn.execute(text("SELECT set_config('lock_timeout', :previous, true)"), {"previous": previous})
+    conn.execute(
+        text("SELECT set_config('statement_timeout', :statement, true), set_config('lock_timeout', :lock, true)"),
+        {"statement": previous[0], "lock": previous[1]},
+    )
 
 
 def fence_writers(conn: Connection, service_id: int) -> None:
