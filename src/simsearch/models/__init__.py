@@ -11,7 +11,8 @@ from typing import TYPE_CHECKING, Any
 from simsearch.models.spec import ModelSpec, is_packaged, packaged_weights
 
 if TYPE_CHECKING:
-    from simsearch.models.detect import Detections, Detector, detector_models, is_detector, load_detector
+    from simsearch.models.boxes import Detections, Detector
+    from simsearch.models.detect import detector_models, is_detector, load_detector
     from simsearch.models.extract import Extractor, load_extractor
 
 __all__ = [
@@ -29,8 +30,8 @@ __all__ = [
 _LAZY = {
     "Extractor": "extract",
     "load_extractor": "extract",
-    "Detections": "detect",
-    "Detector": "detect",
+    "Detections": "boxes",
+    "Detector": "boxes",
     "detector_models": "detect",
     "is_detector": "detect",
     "load_detector": "detect",

@@ -14,7 +14,8 @@ import cv2.data
 import numpy as np
 
 from simsearch.errors import BadInput
-from simsearch.models.detect import Detections, as_rgb, coco_categories, finish, fit_input
+from simsearch.models.boxes import Detections, as_rgb, finish, fit_input
+from simsearch.models.coco import coco_categories
 from simsearch.models.spec import ModelSpec
 
 # What each cascade finds, matched in order on its file name. "fullbody" answers "person" so that a

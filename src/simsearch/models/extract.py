@@ -17,6 +17,7 @@ from torchvision.models.feature_extraction import create_feature_extractor, get_
 
 from simsearch.errors import BadInput
 from simsearch.models.detect import is_detector
+from simsearch.models.faces import FaceDescriptor
 from simsearch.models.spec import ModelSpec, unknown_model
 from simsearch.models.weights import known_models, load_state_dict, normalisation
 
@@ -156,8 +157,6 @@ class TorchExtractor:
 
 
 def load_extractor(spec: ModelSpec, *, device: str | None = None) -> Extractor:
-    if spec.model == FACE_DESCRIPTOR:
-        from simsearch.models.faces import FaceDescriptor  # imports dlib, an optional dependency
-
+    if spec.model == FACE_DESCRIPTOR:  # dlib itself is imported when one is made (faces._dlib)
         return FaceDescriptor(spec, device=device)
     return TorchExtractor(spec, device=device)

