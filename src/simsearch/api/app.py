@@ -1,50 +1,27 @@
-"""create_app(settings): the Litestar app with both faces, one error handler, auth and the shared core."""
+"""create_app(settings): the Litestar app with both faces, one error handler and the shared core (the top
+of api/: it imports the route modules, none of them imports it; `Core` and the guards are in context.py)."""
 
 from __future__ import annotations
 
-import hmac
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import msgspec
 from litestar import Litestar, Request
-from litestar.connection import ASGIConnection
 from litestar.enums import RequestEncodingType
-from litestar.exceptions import ClientException, NotAuthorizedException, PermissionDeniedException
-from litestar.handlers.base import BaseRouteHandler
+from litestar.exceptions import ClientException
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.spec import Components, SecurityScheme
 from sqlalchemy import Engine
 
 from simsearch import __version__, store
+from simsearch.api import chain, deepdetect, native, native_objects
+from simsearch.api.context import Core
 from simsearch.api.errors import body_error, handle_exception
 from simsearch.errors import BadInput
 from simsearch.index import IndexCache
-from simsearch.input import UrlPolicy
 from simsearch.settings import Settings
-
-
-@dataclass(frozen=True, slots=True)
-class Core:
-    """What every handler needs, created once per process in the app's lifespan."""
-
-    engine: Engine
-    settings: Settings
-    indexes: IndexCache
-
-    @property
-    def roots(self) -> list[Path]:
-        return list(self.settings.data_roots)
-
-    @property
-    def urls(self) -> UrlPolicy | None:
-        s = self.settings
-        if not s.allow_urls:
-            return None
-        return UrlPolicy(allow_private=s.allow_private_urls, timeout_s=s.url_timeout_s, max_bytes=s.max_url_bytes)
 
 
 class SimsearchRequest(Request[Any, Any, Any]):
@@ -89,50 +66,6 @@ async def strict_json_body(request: Request[Any, Any, Any]) -> None:
         raise BadInput("body", "the JSON body is nested too deeply") from None
 
 
-def core_of(connection: ASGIConnection[Any, Any, Any, Any]) -> Core:
-    core: Core = connection.app.state.core
-    return core
-
-
-def _bearer(connection: ASGIConnection[Any, Any, Any, Any]) -> str | None:
-    header = connection.headers.get("authorization", "")
-    scheme, _, token = header.partition(" ")
-    return token.strip() if scheme.lower() == "bearer" and token.strip() else None
-
-
-def _matches(token: str | None, expected: str | None) -> bool:
-    return token is not None and expected is not None and hmac.compare_digest(token.encode(), expected.encode())
-
-
-def authorize(connection: ASGIConnection[Any, Any, Any, Any], scope: Literal["read", "admin"]) -> None:
-    """Bearer-token check: off when no token is configured; `read` accepts either token."""
-    settings = core_of(connection).settings
-    admin = settings.api_token.get_secret_value() if settings.api_token else None
-    read = settings.read_token.get_secret_value() if settings.read_token else None
-    if admin is None and read is None:
-        return
-    token = _bearer(connection)
-    if _matches(token, admin) or (scope == "read" and _matches(token, read)):
-        return
-    if _matches(token, read):
-        raise PermissionDeniedException("this token may only read and search; writes need SIMSEARCH_API_TOKEN")
-    if token is not None:
-        raise NotAuthorizedException(
-            "invalid bearer token", headers={"WWW-Authenticate": 'Bearer error="invalid_token"'}
-        )
-    raise NotAuthorizedException(
-        "missing bearer token: send `Authorization: Bearer <token>`", headers={"WWW-Authenticate": "Bearer"}
-    )
-
-
-def read_guard(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
-    authorize(connection, "read")
-
-
-def admin_guard(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
-    authorize(connection, "admin")
-
-
 def open_engine(settings: Settings) -> Engine:
     """The configured Postgres, or the embedded one, migrated to the latest schema."""
     url = settings.database_url or store.embedded_postgres(settings.pgdata)
@@ -150,8 +83,6 @@ def open_engine(settings: Settings) -> Engine:
 def create_app(settings: Settings | None = None, *, engine: Engine | None = None) -> Litestar:
     """The HTTP app. `engine` is for callers that already hold a migrated one (tests); otherwise the
     database is opened (and migrated) when the app starts."""
-    from simsearch.api import deepdetect, native, native_objects  # they import this module's guards
-
     settings = settings or Settings()
 
     @asynccontextmanager
@@ -169,7 +100,7 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
                 eng.dispose()
 
     return Litestar(
-        route_handlers=[*deepdetect.ROUTES, *native.ROUTES, *native_objects.ROUTES],
+        route_handlers=[*deepdetect.ROUTES, *chain.ROUTES, *native.ROUTES, *native_objects.ROUTES],
         lifespan=[lifespan],
         exception_handlers={Exception: handle_exception},
         request_class=SimsearchRequest,
@@ -188,7 +119,3 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
         ),
         debug=False,
     )
-
-
-def request_core(request: Request[Any, Any, Any]) -> Core:
-    return core_of(request)

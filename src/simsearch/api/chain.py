@@ -14,24 +14,31 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any, TypeVar
 
-from litestar import Request, Response
+from anyio import to_thread
+from litestar import Request, Response, route
+from litestar.handlers import HTTPRouteHandler
+from litestar.params import FromPath
+from litestar.status_codes import HTTP_200_OK
 
 from simsearch import services, store
-from simsearch.api.app import Core, authorize
-from simsearch.api.deepdetect import (
-    Json,
+from simsearch.api.context import Core, authorize, core_of
+from simsearch.api.dd_call import (
     PredictCall,
     build_index,
-    dd_answer,
     detect_objects,
-    found_class,
-    joined_warnings,
-    last_marked,
-    object_nns,
     parse_call,
     ranked_nns,
     search_objects,
     set_index_settings,
+)
+from simsearch.api.dd_wire import (
+    Json,
+    dd_answer,
+    found_class,
+    joined_warnings,
+    json_body,
+    last_marked,
+    object_nns,
     shown_uri,
     take,
     take_strings,
@@ -323,3 +330,14 @@ def run_chain(core: Core, body: Json, request: Request[Any, Any, Any]) -> Respon
         "warning": joined_warnings(warnings),
     }
     return dd_answer(head, {"predictions": predictions})
+
+
+@route("/chain/{name:str}", http_method=["PUT", "POST"], include_in_schema=False, status_code=HTTP_200_OK)
+async def chain(request: Request[Any, Any, Any], name: FromPath[str]) -> Response[Json]:
+    del name  # DeepDetect's chain name names nothing that is kept
+    authorize(request, "read")  # and admin once the chain is known to write (run_chain)
+    body = json_body(await request.body())
+    return await to_thread.run_sync(run_chain, core_of(request), body, request)
+
+
+ROUTES: list[HTTPRouteHandler] = [chain]

@@ -16,7 +16,7 @@ from litestar.params import FromPath, JSONBody, MultipartBody, QueryParameter
 from litestar.status_codes import HTTP_200_OK, HTTP_201_CREATED, HTTP_204_NO_CONTENT
 
 from simsearch import services, store
-from simsearch.api.app import Core, admin_guard, core_of, read_guard
+from simsearch.api.context import Core, admin_guard, core_of, read_guard
 from simsearch.api.native_common import (
     READS,
     SENDS,

@@ -17,7 +17,7 @@ from litestar.openapi.spec import Operation, RequestBody
 from litestar.params import FromPath, PathParameter
 
 from simsearch import services, store
-from simsearch.api.app import Core, core_of
+from simsearch.api.context import Core, core_of
 from simsearch.api.errors import body_error
 from simsearch.api.schemas import (
     MAX_ID,

@@ -15,7 +15,7 @@ from litestar.params import FromPath, JSONBody, MultipartBody
 from litestar.status_codes import HTTP_200_OK
 
 from simsearch import objects, store
-from simsearch.api.app import Core, read_guard
+from simsearch.api.context import Core, read_guard
 from simsearch.api.native_common import (
     READS,
     ImageId,
