@@ -26,7 +26,7 @@ from litestar import Litestar
 from litestar.testing import TestClient
 from sqlalchemy import Engine, text
 from tests.conftest import api_settings, draw_image, make_folder, table_counts, write_image
-from tests.ddwire import check_every_response
+from tests.ddwire import DD_MSG_PREFIX, MSG, check_every_response
 
 from simsearch.api import create_app
 from simsearch.index.faiss_index import gpu_count
@@ -43,16 +43,6 @@ LIMIT_ITEMS = 2
 LIMIT_BYTES = 64 << 10
 
 JSON_HEADERS = {"content-type": "application/json"}
-
-DD_MSG = {400: "BadRequest", 404: "NotFound", 409: "Conflict", 413: "PayloadTooLarge"}
-DD_PREFIX = {
-    1000: "Unknown Library",
-    1002: "Service Not Found",
-    1004: "Input Connector Not Found",
-    1005: "Service Input Error",
-    1006: "Service Bad Request Error",
-    1014: "Service already exists",
-}
 
 
 def dd_service(library: Any = "torch", **changes: Any) -> dict[str, Any]:
@@ -657,14 +647,14 @@ def _check_deepdetect(response: Any, status: int, dd_code: int | None, field: st
     assert set(answer) == {"status"}, answer
     st = answer["status"]
     assert st["code"] == status
-    assert st["msg"] == DD_MSG[status]
+    assert st["msg"] == MSG[status]
     assert st.get("dd_code") == dd_code, st
     if field is None:
         return
     message = st["dd_msg"]
     assert field in message, f"{field!r} not named in {message!r}"
-    if dd_code in DD_PREFIX:
-        assert message.startswith(DD_PREFIX[dd_code]), message
+    if dd_code in DD_MSG_PREFIX:
+        assert message.startswith(DD_MSG_PREFIX[dd_code]), message
     assert len(message) > len(field) + 10, f"no reason given: {message!r}"
 
 

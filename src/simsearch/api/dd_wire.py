@@ -10,6 +10,7 @@ from typing import Any
 from litestar import Response
 
 from simsearch.api.errors import DDError, wrong_json
+from simsearch.input import is_utf8  # JSON's \ud800 escape decodes to a lone surrogate, which it refuses
 from simsearch.objects import FoundObject, ObjectImage
 from simsearch.store import Hit
 
@@ -28,27 +29,19 @@ def json_body(raw: bytes) -> Json:
     return body
 
 
-def _is_unicode(text: str) -> bool:
-    try:
-        text.encode()  # fails on a lone surrogate: JSON's \ud800 escape decodes to one
-    except UnicodeEncodeError:
-        return False
-    return True
-
-
 def _lone_surrogate(body: Json) -> str | None:
     """The path of the first string (or key) holding a lone surrogate, which no store or file name takes.
     A loop, not recursion: a body nested as deep as json.loads allows is walked too."""
     stack: list[tuple[str, Any]] = [("", body)]
     while stack:
         path, value = stack.pop()
-        if isinstance(value, str) and not _is_unicode(value):
+        if isinstance(value, str) and not is_utf8(value):
             return path or "body"
         if isinstance(value, list):
             stack.extend((f"{path}[{i}]", item) for i, item in reversed(list(enumerate(value))))
         elif isinstance(value, dict):
             for key in value:
-                if not _is_unicode(key):
+                if not is_utf8(key):
                     return f"{path or 'body'} (a key)"
             stack.extend((f"{path}.{k}" if path else k, v) for k, v in reversed(list(value.items())))
     return None

@@ -3,7 +3,7 @@
 from simsearch.input.crop import crop_box, crop_boxes
 from simsearch.input.decode import Decoded, decode_image, probe_image
 from simsearch.input.fetch import UrlPolicy, fetch_url
-from simsearch.input.sources import Source, iter_sources, under_roots
+from simsearch.input.sources import Source, is_utf8, iter_sources, under_roots
 
 __all__ = [
     "Decoded",
@@ -13,6 +13,7 @@ __all__ = [
     "crop_boxes",
     "decode_image",
     "fetch_url",
+    "is_utf8",
     "iter_sources",
     "probe_image",
     "under_roots",

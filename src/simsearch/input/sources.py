@@ -124,7 +124,7 @@ def _resolve(item: str | bytes, position: int, roots: Sequence[Path], urls: UrlP
         if not item:
             raise BadInput(field, "the uploaded file is empty")
         return Source(uri="sha256:" + hashlib.sha256(item).hexdigest(), position=position, explicit=True, content=item)
-    if not _is_utf8(item):  # first: a URL of undecodable bytes (from a command line) must not reach the fetcher
+    if not is_utf8(item):  # first: a URL of undecodable bytes (from a command line) must not reach the fetcher
         raise BadInput(field, f"{_shown(_shown_path(item))} is not valid UTF-8: rename the file (a uri must be UTF-8)")
     lowered = item[:10].lower()
     if lowered.startswith(("http://", "https://")):
@@ -161,7 +161,7 @@ def _shown(text: str) -> str:
     return text if len(text) <= 200 else text[:200] + "..."
 
 
-def _is_utf8(text: str) -> bool:
+def is_utf8(text: str) -> bool:
     try:
         text.encode("utf-8")
     except UnicodeEncodeError:  # a name's undecodable bytes (surrogateescape), or a lone surrogate from JSON
@@ -197,7 +197,7 @@ def _skipped(path: str, position: int, reason: str) -> Source:
 
 def _found(path: str, position: int, roots: Sequence[Path]) -> Source:
     """A directory entry that is not a folder: a file to read, or a source that says why it is skipped."""
-    if not _is_utf8(path):
+    if not is_utf8(path):
         return _skipped(path, position, "the file name is not valid UTF-8 (rename it to index it)")
     resolved = _real_path(path)
     if isinstance(resolved, str):

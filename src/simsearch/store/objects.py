@@ -12,7 +12,6 @@ from typing import Any
 import numpy as np
 from sqlalchemy import Connection, text
 
-from simsearch.store.builds import join_writers
 from simsearch.store.read import raw_connection
 from simsearch.store.records import NewObject, ObjectRecord, RankedImage
 
@@ -50,9 +49,9 @@ def replace_objects(
     The images' earlier object vectors of `service_id` are replaced. A box the same detector already
     stored (same image, category and coordinates) keeps its row, so two services that embed the same
     detections (two chains over one detector) share the boxes; boxes no vector refers to any more go.
+    With `service_id`, the caller's transaction has joined its writers (`join_writers`) before any row lock.
     """
     if service_id is not None:
-        join_writers(conn, service_id)  # before any id is drawn: a build's snapshot waits for this commit
         conn.execute(
             text("DELETE FROM embedding WHERE service_id = :sid AND image_id = ANY(:ids) AND roi_id IS NOT NULL"),
             {"sid": service_id, "ids": list(image_ids)},

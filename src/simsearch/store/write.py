@@ -1,5 +1,6 @@
 """Writes: images upserted by uri, vectors replaced with one binary COPY per batch. Never commits:
-the caller owns the transaction, so an image and its vectors land together or not at all."""
+the caller owns the transaction, so an image and its vectors land together or not at all. A caller
+that writes vectors joins the service's writers (`builds.join_writers`) first, before any row lock."""
 
 from __future__ import annotations
 
@@ -10,7 +11,6 @@ import numpy as np
 from sqlalchemy import Connection, Table, text
 from sqlalchemy.dialects.postgresql import insert
 
-from simsearch.store.builds import join_writers
 from simsearch.store.read import raw_connection
 from simsearch.store.records import NewImage
 from simsearch.store.tables import Image
@@ -45,11 +45,11 @@ def replace_image_vectors(conn: Connection, service_id: int, image_ids: Sequence
     """Store one whole-image vector per image, replacing any earlier one.
 
     A replaced vector gets a new id, above the current index's watermark, so search sees the new
-    vector at once and the index's copy of the old one is filtered out by the join.
+    vector at once and the index's copy of the old one is filtered out by the join. The caller's
+    transaction has joined the service's writers (`join_writers`): a build's snapshot waits for it.
     """
     if len(image_ids) != len(vectors):
         raise ValueError("one vector per image")
-    join_writers(conn, service_id)  # before any id is drawn: a build's snapshot waits for this commit
     conn.execute(
         text("DELETE FROM embedding WHERE service_id = :sid AND image_id = ANY(:ids) AND roi_id IS NULL"),
         {"sid": service_id, "ids": list(image_ids)},
