@@ -12,6 +12,8 @@ from bench import Row, paired_median_seconds
 from bench.data import Database
 from simsearch import services
 from simsearch.ingest import ingest
+from simsearch.input import Intake
+from simsearch.models import ModelCache
 from simsearch.samples import PHOTOS, load_photo
 
 BATCH = 32
@@ -51,16 +53,17 @@ def bench_ingest(db: Database, folder: Path, count: int, *, model: str, runs: in
     same batches (decoded and preprocessed beforehand, untimed)."""
     paths = write_photos(folder, count, seed=seed)
     # A fresh service per call, so every call stores every vector (the image rows are upserted by uri).
+    models = ModelCache()
     records = [
-        services.create_service(db.engine, f"bench-ingest-{i}", model=model, weights="none") for i in range(runs + 1)
+        services.create_service(db.engine, models, f"bench-ingest-{i}", model=model, weights="none")
+        for i in range(runs + 1)
     ]  # the warm-up and the timed runs
     fresh = iter(records)
-    extractor = services.extractor_for(records[0])
+    extractor = services.extractor_for(records[0], models)
+    intake = Intake(roots=(folder,), max_pixels=MAX_PIXELS, batch_size=BATCH)
 
     def pipeline() -> None:
-        report = ingest(
-            db.engine, next(fresh), extractor, [str(folder)], roots=[folder], max_pixels=MAX_PIXELS, batch_size=BATCH
-        )
+        report = ingest(db.engine, next(fresh), extractor, [str(folder)], intake)
         assert report.indexed == count, report
 
     rgb = [cv2.cvtColor(_read(p), cv2.COLOR_BGR2RGB) for p in paths]

@@ -1,4 +1,4 @@
-"""The simsearch command line: the same functions the HTTP API calls."""
+"""The simsearch command line: flags translated into the same core calls the HTTP API makes."""
 
 from __future__ import annotations
 
@@ -7,9 +7,10 @@ import os
 import sys
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass, replace
 from enum import StrEnum
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, cast
 
 import typer
 from pydantic import SecretStr
@@ -22,16 +23,19 @@ from sqlalchemy.exc import ArgumentError
 
 from simsearch import __version__, samples, store
 from simsearch.errors import BadInput, DatabaseUnavailable, SimsearchError
-from simsearch.index import build_generation, load_current
-from simsearch.input import decode_image, iter_sources
+from simsearch.index import build_generation
+from simsearch.input import Crop, Source, iter_sources
 from simsearch.settings import Settings, get_settings, settings_table
 from simsearch.store import Hit, RankedImage, ServiceRecord
 
 if TYPE_CHECKING:
-    from simsearch.objects import Detection, ObjectImage, Plan
+    from simsearch.core import Core
+    from simsearch.objects import Plan
+    from simsearch.queries import FoundObjects, ObjectQuery
+    from simsearch.samples import EditedCopy
 
-# torch-backed modules (services, ingest, search) are imported inside the commands that need them:
-# `simsearch --help` answers in a fraction of a second instead of after loading torch.
+# torch-backed modules (core, services, ingest, objects, queries) are imported inside the functions that need
+# them: `simsearch --help` answers in a fraction of a second instead of after loading torch.
 
 app = typer.Typer(
     help="PostgreSQL-backed image similarity search. Run `simsearch demo` to see it work.",
@@ -49,21 +53,52 @@ out = Console()
 
 def open_database(settings: Settings, *, migrate: bool = True) -> Engine:
     """The configured Postgres (DATABASE_URL) or the embedded one, migrated to the latest schema."""
+    from simsearch.core import open_engine  # simsearch.core imports the models package (torch)
+
     if settings.database_url:
         url = settings.database_url
     else:
         with console.status(f"starting the embedded PostgreSQL in {settings.pgdata}"):
             url = store.embedded_postgres(settings.pgdata)
-    timeouts = store.Timeouts(
-        connect_s=settings.db_connect_timeout_s,
-        statement_s=settings.db_statement_timeout_s,
-        lock_s=settings.db_lock_timeout_s,
-        pool_s=settings.db_pool_timeout_s,
-    )
-    engine = store.make_engine(url, timeouts=timeouts, log_outages=False)  # main() prints the error
+    engine = open_engine(settings, url, log_outages=False)  # main() prints the error
     if migrate:
         store.upgrade(engine)
     return engine
+
+
+@contextmanager
+def database(settings: Settings) -> Iterator[Engine]:
+    """The migrated database of one command, closed after it."""
+    engine = open_database(settings)
+    try:
+        yield engine
+    finally:
+        engine.dispose()
+
+
+@contextmanager
+def opened_core(settings: Settings) -> Iterator[Core]:
+    """The command's one Core, as the API's lifespan builds it but without the per-call item limit (the
+    CLI commits per batch, so a folder of any size streams) and without URLs (it reads local files, as before).
+    Its index cache never listens: nothing to stop."""
+    from simsearch.core import make_core
+
+    with database(settings) as engine:
+        yield make_core(settings, engine, bounded=False, urls=False)
+
+
+def find_service(engine: Engine, name: str) -> ServiceRecord:
+    with engine.connect() as conn:
+        return store.get_service(conn, name.lower())
+
+
+@contextmanager
+def flag_names() -> Iterator[None]:
+    """The core's refusals name its fields (`detector`); the command line's name its flags (`--detector`)."""
+    try:
+        yield
+    except BadInput as exc:
+        raise BadInput(f"--{exc.field}", exc.reason) from None
 
 
 @contextmanager
@@ -112,40 +147,53 @@ def absolute(items: Sequence[str]) -> list[str]:
 @db_app.command("upgrade")
 def db_upgrade() -> None:
     """Apply the Alembic migrations (every command that needs the database also does this)."""
-    engine = open_database(get_settings())
-    console.print(f"database at revision {store.db.current_revision(engine)}")
+    with database(get_settings()) as engine:
+        console.print(f"database at revision {store.db.current_revision(engine)}")
+
+
+ModelOption = Annotated[
+    str,
+    typer.Option(
+        help="An extractor (a torchvision classification model such as resnet50, or dlib:face_descriptor) or a "
+        "detector (dlib:frontal_face, opencv:haarcascade_frontalface_default, ssd_mobilenet_v2_coco, or a "
+        "torchvision detection model such as fasterrcnn_mobilenet_v3_large_320_fpn)."
+    ),
+]
+WeightsOption = Annotated[
+    str, typer.Option(help="DEFAULT, a torchvision weights name, none (random, for tests), or a state_dict file.")
+]
+LayerOption = Annotated[
+    str | None,
+    typer.Option(help="Node name to extract (default: pooled layer before the classifier; `last` = the logits)."),
+]
+SizeOption = Annotated[
+    int | None, typer.Option(help="Input width and height in pixels [default: 224; detectors: the model's own size].")
+]
+MetricOption = Annotated[str, typer.Option(help="l2 (reports Σ(q−x)²/D) or cosine (reports sqrt(2−2cos)).")]
+IndexTypeOption = Annotated[str, typer.Option(help="FAISS index_factory string used by `build`.")]
+BackendOption = Annotated[str, typer.Option(help="faiss or annoy.")]
+NprobeOption = Annotated[int | None, typer.Option(help="IVF lists searched (default: lists / 20).")]
+EfSearchOption = Annotated[int | None, typer.Option(help="HNSW search depth.")]
+TrainOption = Annotated[int | None, typer.Option(help="Train IVF/PQ on this many random vectors.")]
+OndiskOption = Annotated[bool, typer.Option(help="IVF lists in a file beside the index, memory-mapped.")]
+TreesOption = Annotated[int | None, typer.Option(help="Annoy: trees in the forest (default 50).")]
 
 
 @service_app.command("create")
 def service_create(
     name: Annotated[str, typer.Argument(help="Service name (lowercased).")],
-    model: Annotated[
-        str,
-        typer.Option(
-            help="An extractor (a torchvision classification model such as resnet50, or dlib:face_descriptor) or a "
-            "detector (dlib:frontal_face, opencv:haarcascade_frontalface_default, ssd_mobilenet_v2_coco, or a "
-            "torchvision detection model such as fasterrcnn_mobilenet_v3_large_320_fpn)."
-        ),
-    ],
-    weights: Annotated[
-        str, typer.Option(help="DEFAULT, a torchvision weights name, none (random, for tests), or a state_dict file.")
-    ] = "DEFAULT",
-    layer: Annotated[
-        str | None,
-        typer.Option(help="Node name to extract (default: pooled layer before the classifier; `last` = the logits)."),
-    ] = None,
-    size: Annotated[
-        int | None,
-        typer.Option(help="Input width and height in pixels [default: 224; detectors: the model's own size]."),
-    ] = None,
-    metric: Annotated[str, typer.Option(help="l2 (reports Σ(q−x)²/D) or cosine (reports sqrt(2−2cos)).")] = "l2",
-    index_type: Annotated[str, typer.Option(help="FAISS index_factory string used by `build`.")] = "Flat",
-    index_backend: Annotated[str, typer.Option(help="faiss or annoy.")] = "faiss",
-    nprobe: Annotated[int | None, typer.Option(help="IVF lists searched (default: lists / 20).")] = None,
-    ef_search: Annotated[int | None, typer.Option(help="HNSW search depth.")] = None,
-    train_samples: Annotated[int | None, typer.Option(help="Train IVF/PQ on this many random vectors.")] = None,
-    ondisk: Annotated[bool, typer.Option(help="IVF lists in a file beside the index, memory-mapped.")] = False,
-    n_trees: Annotated[int | None, typer.Option(help="Annoy: trees in the forest (default 50).")] = None,
+    model: ModelOption,
+    weights: WeightsOption = "DEFAULT",
+    layer: LayerOption = None,
+    size: SizeOption = None,
+    metric: MetricOption = "l2",
+    index_type: IndexTypeOption = "Flat",
+    index_backend: BackendOption = "faiss",
+    nprobe: NprobeOption = None,
+    ef_search: EfSearchOption = None,
+    train_samples: TrainOption = None,
+    ondisk: OndiskOption = False,
+    n_trees: TreesOption = None,
     description: Annotated[str, typer.Option(help="Free text.")] = "",
 ) -> None:
     """Register a service: an extractor (makes a vector per image, or per object found by a detector) or
@@ -169,10 +217,10 @@ def service_create(
         "n_trees": n_trees,
     }
     settings = index_settings({key: value for key, value in given.items() if value is not None})
-    engine = open_database(get_settings())
-    with console.status(f"loading {model} ({weights})"):
+    with opened_core(get_settings()) as core, console.status(f"loading {model} ({weights})"):
         record = services.create_service(
-            engine,
+            core.engine,
+            core.models,
             name,
             model=model,
             weights=weights,
@@ -182,6 +230,10 @@ def service_create(
             index=settings,
             description=description,
         )
+    print_created(record)
+
+
+def print_created(record: ServiceRecord) -> None:
     console.print(
         f"created service [bold]{record.name}[/]: {record.model} ({record.kind}) weights={record.weights} "
         f"layer={record.layer} dim={record.dim} metric={record.metric}"
@@ -198,11 +250,10 @@ def service_create(
 @service_app.command("list")
 def service_list() -> None:
     """List the services with their vector counts and current index generation."""
-    engine = open_database(get_settings())
     table = Table()
     for column in ("name", "kind", "model", "weights", "layer", "dim", "metric", "vectors", "generation"):
         table.add_column(column)
-    with engine.connect() as conn:
+    with database(get_settings()) as engine, engine.connect() as conn:
         for svc in store.list_services(conn):
             build = store.current_build(conn, svc.id)
             table.add_row(
@@ -226,19 +277,15 @@ def service_delete(name: Annotated[str, typer.Argument(help="Service name.")]) -
     from simsearch import services
 
     settings = get_settings()
-    engine = open_database(settings)
-    record = services.remove_service(engine, name, clear="full", index_dir=settings.index_dir)
+    with database(settings) as engine:
+        record = services.remove_service(engine, name, clear="full", index_dir=settings.index_dir)
     console.print(f"deleted service {record.name}")
 
 
-class Score(StrEnum):
-    """How `search --objects` ranks images (sql/functions/rank_images.sql)."""
-
-    MEAN = "mean"
-    MIN = "min"
-    COUNT = "count"
-    SUM_SIMILARITY = "sum_similarity"
-
+# How `search --objects` ranks images (sql/functions/rank_images.sql): the choices are store.SCORES, the one
+# score list. mypy cannot see the members of an enum made from a tuple; none is named in the code.
+Score = StrEnum("Score", {score.upper(): score for score in store.SCORES})  # type: ignore[misc]
+MEAN = Score("mean")
 
 DetectorOption = Annotated[
     str | None,
@@ -256,36 +303,6 @@ SquareOption = Annotated[bool, typer.Option(help="Crop squares (the shorter side
 ThresholdOption = Annotated[
     float, typer.Option(min=0.0, max=1.0, help="Keep only the detected objects of at least this probability.")
 ]
-
-
-def object_plan(
-    engine: Engine,
-    record: ServiceRecord,
-    detector: str | None,
-    *,
-    padding_ratio: float = 0.0,
-    force_square: bool = False,
-    confidence_threshold: float = 0.0,
-    categories: Sequence[str] | None = None,
-    search: bool = False,
-) -> Plan | None:
-    """`objects.plan` (the API's rule) with the CLI's flags, loading the models under a spinner."""
-    from simsearch.objects import CropOptions, plan
-
-    crop = CropOptions(padding_ratio=padding_ratio, force_square=force_square)
-    with console.status("loading the models"):
-        try:
-            return plan(
-                engine,
-                record,
-                detector.lower() if detector else None,
-                crop=crop,
-                confidence_threshold=confidence_threshold,
-                categories=categories or None,
-                search=search,
-            )
-        except BadInput as exc:
-            raise BadInput(f"--{exc.field}", exc.reason) from None
 
 
 @app.command("index")
@@ -309,60 +326,67 @@ def index_cmd(
     Example: simsearch index ~/photos --service photos
     Example: simsearch index ~/photos --service face-vectors --detector faces --padding-ratio 0.1
     """
-    from simsearch import services
-    from simsearch.ingest import ingest
+    crop = Crop(padding_ratio=padding_ratio, force_square=force_square)
+    with opened_core(get_settings()) as core:
+        record = find_service(core.engine, service)
+        plan = index_plan(core, record, detector, crop, confidence_threshold, category)
+        items = absolute(paths)
+        total = sum(1 for _ in iter_sources(items, roots=core.intake.roots, urls=core.intake.urls))
+        if plan is not None:
+            index_objects(core, items, total, plan)
+        else:
+            index_images(core, record, items, total)
 
-    settings = get_settings()
-    engine = open_database(settings)
-    with engine.connect() as conn:
-        record = store.get_service(conn, service.lower())
-    plan = object_plan(
-        engine,
-        record,
-        detector,
-        padding_ratio=padding_ratio,
-        force_square=force_square,
-        confidence_threshold=confidence_threshold,
-        categories=category,
-    )
+
+def index_plan(
+    core: Core,
+    record: ServiceRecord,
+    detector: str | None,
+    crop: Crop,
+    confidence_threshold: float,
+    categories: list[str] | None,
+) -> Plan | None:
+    """`objects.plan` (the API's rule) with the CLI's flags, loading the models under a spinner; without an
+    object pipeline, the object flags are refused rather than ignored."""
+    from simsearch import objects
+
+    with console.status("loading the models"), flag_names():
+        plan = objects.plan(
+            core.engine,
+            core.models,
+            record,
+            detector.lower() if detector else None,
+            crop=crop,
+            confidence_threshold=confidence_threshold,
+            categories=categories or None,
+        )
     if plan is None:
         for flag, given in (
-            ("--padding-ratio", padding_ratio),
-            ("--force-square", force_square),
+            ("--padding-ratio", crop.padding_ratio),
+            ("--force-square", crop.force_square),
             ("--confidence-threshold", confidence_threshold),
-            ("--category", category),
+            ("--category", categories),
         ):
             if given:
                 raise BadInput(flag, f"applies to objects only: give --detector (a detector service) with {flag}")
-    items = absolute(paths)
-    total = sum(1 for _ in iter_sources(items, roots=settings.data_roots))
-    if plan is not None:
-        index_objects(engine, settings, items, total, plan)
-        return
+    return plan
+
+
+def index_images(core: Core, record: ServiceRecord, items: list[str], total: int) -> None:
+    from simsearch import services
+    from simsearch.ingest import ingest
+
     with console.status(f"loading {record.model}"):
-        extractor = services.extractor_for(record)
+        extractor = services.extractor_for(record, core.models)
     with progress_bar() as progress:
         task = progress.add_task(f"indexing into {record.name}", total=total)
         report = ingest(
-            engine,
-            record,
-            extractor,
-            items,
-            roots=settings.data_roots,
-            max_pixels=settings.max_pixels,
-            batch_size=settings.batch_size,
-            on_batch=lambda n: progress.advance(task, n),
+            core.engine, record, extractor, items, core.intake, on_batch=lambda n: progress.advance(task, n)
         )
     console.print(f"indexed {report.indexed} images into {record.name}; skipped {report.skipped} non-image files")
 
 
-def index_objects(
-    engine: Engine,
-    settings: Settings,
-    items: list[str],
-    total: int,
-    plan: Plan,
-) -> None:
+def index_objects(core: Core, items: list[str], total: int, plan: Plan) -> None:
     from simsearch import objects
 
     detector, service, how = plan.detector, plan.service, plan.how
@@ -370,14 +394,12 @@ def index_objects(
     with progress_bar() as progress:
         task = progress.add_task(f"finding objects with {detector.name}, indexing into {into}", total=total)
         report = objects.index_objects(
-            engine,
+            core.engine,
             detector,
             service,
             items,
             how,
-            roots=settings.data_roots,
-            max_pixels=settings.max_pixels,
-            batch_size=settings.batch_size,
+            core.intake,
             keep_images=False,
             on_batch=lambda n: progress.advance(task, n),
         )
@@ -394,50 +416,54 @@ def build_cmd(
 ) -> None:
     """Rebuild the service's FAISS index from Postgres as a new generation and make it current."""
     settings = get_settings()
-    engine = open_database(settings)
-    with engine.connect() as conn:
-        record = store.get_service(conn, service.lower())
-    with console.status(f"building the index of {record.name}"):
-        build = build_generation(engine, record, settings.index_dir, index_type=index_type)
+    with database(settings) as engine:
+        record = find_service(engine, service)
+        with console.status(f"building the index of {record.name}"):
+            build = build_generation(engine, record, settings.index_dir, index_type=index_type)
     seconds = sum(float(v) for v in build.timings.values())
     console.print(
         f"generation {build.id}: {build.index_type} over {build.vector_count} vectors in {seconds:.2f}s ({build.path})"
     )
 
 
+KOption = Annotated[
+    int, typer.Option("-k", help="Number of neighbours (with --objects: per query object).", min=1, max=10000)
+]
+ObjectsOption = Annotated[
+    bool,
+    typer.Option("--objects", help="Find the objects of each query image and rank the stored images by their objects."),
+]
+ScoreOption = Annotated[
+    Score,
+    typer.Option(
+        help="--objects ranking: mean or min distance (ascending), count of query objects matched or "
+        "sum_similarity = sum of 1/(1+dist) (descending); ties by mean distance."
+    ),
+]
+LimitOption = Annotated[int, typer.Option(min=1, max=10000, help="--objects: how many images to rank.")]
+PerObjectOption = Annotated[
+    bool, typer.Option("--per-object", help="--objects: also print each query object's nearest objects.")
+]
+StoredCategoryOption = Annotated[
+    list[str] | None, typer.Option("--category", help="--objects: only stored objects of this category (repeatable).")
+]
+
+
 @app.command("search")
 def search_cmd(
     images: Annotated[list[str], typer.Argument(help="Query image files or directories.")],
     service: Annotated[str, typer.Option("--service", "-s", help="Service name.")],
-    k: Annotated[
-        int, typer.Option("-k", help="Number of neighbours (with --objects: per query object).", min=1, max=10000)
-    ] = 10,
+    k: KOption = 10,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of tables.")] = False,
-    objects_: Annotated[
-        bool,
-        typer.Option(
-            "--objects", help="Find the objects of each query image and rank the stored images by their objects."
-        ),
-    ] = False,
+    objects_: ObjectsOption = False,
     detector: DetectorOption = None,
-    score: Annotated[
-        Score,
-        typer.Option(
-            help="--objects ranking: mean or min distance (ascending), count of query objects matched or "
-            "sum_similarity = sum of 1/(1+dist) (descending); ties by mean distance."
-        ),
-    ] = Score.MEAN,
-    limit: Annotated[int, typer.Option(min=1, max=10000, help="--objects: how many images to rank.")] = 10,
-    per_object: Annotated[
-        bool, typer.Option("--per-object", help="--objects: also print each query object's nearest objects.")
-    ] = False,
+    score: ScoreOption = MEAN,
+    limit: LimitOption = 10,
+    per_object: PerObjectOption = False,
     padding_ratio: PaddingOption = 0.0,
     force_square: SquareOption = False,
     confidence_threshold: ThresholdOption = 0.0,
-    category: Annotated[
-        list[str] | None,
-        typer.Option("--category", help="--objects: only stored objects of this category (repeatable)."),
-    ] = None,
+    category: StoredCategoryOption = None,
 ) -> None:
     """Find the stored images nearest to each query image, with their metadata.
 
@@ -447,96 +473,125 @@ def search_cmd(
     Example: simsearch search query.jpg --service photos -k 5 --json
     Example: simsearch search group.jpg --service face-vectors --objects --detector faces --score count
     """
-    from simsearch import services
-    from simsearch.search import search_images
+    from simsearch.queries import ObjectQuery
 
-    settings = get_settings()
-    engine = open_database(settings)
-    with engine.connect() as conn:
-        record = store.get_service(conn, service.lower())
-    if objects_:
-        plan = object_plan(
-            engine,
-            record,
-            detector,
-            padding_ratio=padding_ratio,
-            force_square=force_square,
+    with opened_core(get_settings()) as core:
+        record = find_service(core.engine, service)
+        if not objects_:
+            for flag, given in (("--detector", detector), ("--per-object", per_object), ("--category", category)):
+                if given:
+                    raise BadInput(flag, "applies to object search only: add --objects")
+            print_image_results(search_images(core, record, images, k), as_json)
+            return
+        query = ObjectQuery(
+            detector=detector.lower() if detector else None,
+            crop=Crop(padding_ratio=padding_ratio, force_square=force_square),
             confidence_threshold=confidence_threshold,
-            search=True,
+            k=k,
+            categories=tuple(category) if category else None,
+            score=cast("store.Score", score.value),
+            limit=limit,
         )
-        if plan is None or plan.service is None:  # object_plan refuses these when searching
-            raise BadInput("--detector", f"{record.name} makes no object vectors to search")
-        options = (k, score.value, limit, tuple(category) if category else None)
-        search_objects(engine, settings, absolute(images), plan.service, plan.how, options, as_json, per_object)
-        return
-    for flag, given in (("--detector", detector), ("--per-object", per_object), ("--category", category)):
-        if given:
-            raise BadInput(flag, "applies to object search only: add --objects")
-    extractor = services.extractor_for(record)
-    index = load_current(engine, record)
-    sources = list(iter_sources(absolute(images), roots=settings.data_roots))
-    pixels = [decode_image(s.read(), max_pixels=settings.max_pixels, field=f"data[{s.position}]").rgb for s in sources]
-    results = search_images(engine, record, extractor, index, pixels, k)
+        results = search_objects(core, record, images, query)
+    print_object_results(results, query, as_json, per_object)
+
+
+def query_sources(core: Core, images: Sequence[str]) -> list[Source]:
+    """Every query image: each file, base64 string or URL given, and each file inside a directory given
+    (all of them checked before the first is searched)."""
+    return list(iter_sources(absolute(images), roots=core.intake.roots, urls=core.intake.urls))
+
+
+def query_image(source: Source) -> str | bytes:
+    """What the core reads for one query: the source's bytes (base64, a fetched URL), else its path."""
+    if source.skip_reason is not None:  # a directory entry that is no readable file: reading it would say so
+        raise BadInput(f"data[{source.position}]", f"{source.uri}: {source.skip_reason}")
+    return source.content if source.content is not None else source.uri
+
+
+def as_argument(exc: BadInput, source: Source) -> BadInput:
+    """The core names the query `image`; the command line, as ever, the argument it came from (`data[i]`)."""
+    if not exc.field.startswith("image"):
+        return exc
+    return BadInput(f"data[{source.position}]{exc.field.removeprefix('image')}", exc.reason)
+
+
+def search_images(core: Core, record: ServiceRecord, images: Sequence[str], k: int) -> list[tuple[str, list[Hit]]]:
+    """Each query image's k nearest stored images (the API's search by image), with the query's uri."""
+    from simsearch import queries, services
+
+    services.extractor_for(record, core.models)  # a detector service is refused before any image is read
+    found = []
+    for source in query_sources(core, images):
+        try:
+            vector = queries.image_vector(core, record, query_image(source))
+        except BadInput as exc:
+            raise as_argument(exc, source) from exc
+        found.append((source.uri, queries.search_image(core, record, vector, k).hits))
+    return found
+
+
+def print_image_results(found: Sequence[tuple[str, list[Hit]]], as_json: bool) -> None:
     if as_json:
-        out.print_json(
-            json.dumps(
-                [{"uri": s.uri, "nns": [hit_json(h) for h in hits]} for s, hits in zip(sources, results, strict=True)]
-            )
-        )
+        out.print_json(json.dumps([{"uri": uri, "nns": [hit_json(h) for h in hits]} for uri, hits in found]))
         return
-    for source, hits in zip(sources, results, strict=True):
-        out.print(results_table(source.uri, hits))
+    for uri, hits in found:
+        out.print(results_table(uri, hits))
+
+
+@dataclass(frozen=True, slots=True)
+class ObjectResult:
+    uri: str  # the query as given (a path, a URL) or sha256:<hex> for base64 bytes
+    found: FoundObjects
+    images: list[RankedImage]
+
+
+def search_objects(core: Core, record: ServiceRecord, images: Sequence[str], query: ObjectQuery) -> list[ObjectResult]:
+    """Each query image's objects, each one's nearest stored objects, and the stored images ranked by those
+    hits (the API's object search and similar images). A file inside a directory that is not an image is
+    skipped, as `index` skips it."""
+    from simsearch import queries
+
+    with console.status("loading the models"), flag_names():
+        plan = queries.object_plan(core, record, query, search=True)
+    if plan is None or plan.service is None:  # object_plan refuses these when searching
+        raise BadInput("--detector", f"{record.name} makes no object vectors to search")
+    results = []
+    with console.status("finding the objects of the query images"):
+        for source in query_sources(core, images):
+            try:
+                found = queries.query_objects(core, record, query_image(source), query)
+            except BadInput as exc:
+                if not source.explicit and exc.field.startswith(("image", "data[")):
+                    continue
+                raise as_argument(exc, source) from exc
+            results.append(ObjectResult(source.uri, found, queries.rank_found(core, found, query).images))
+    return results
 
 
 def box_text(bbox: Sequence[float] | None) -> str:
     return ",".join(f"{v:.0f}" for v in bbox) if bbox is not None else "-"
 
 
-def search_objects(
-    engine: Engine,
-    settings: Settings,
-    items: list[str],
-    service: ServiceRecord,
-    how: Detection,
-    options: tuple[int, str, int, tuple[str, ...] | None],
-    as_json: bool,
-    per_object: bool,
-) -> None:
-    """Object search of each query image, then the ranking of the stored images by its objects."""
-    from simsearch import objects
-    from simsearch.search import SearchOptions
-
-    k, score, limit, categories = options
-    with console.status("finding the objects of the query images"):
-        queries = [
-            image
-            for batch, _ in objects.find_objects(items, how, roots=settings.data_roots, max_pixels=settings.max_pixels)
-            for image in batch
-        ]
-    index = load_current(engine, service)
-    hits = objects.search_objects(engine, service, index, queries, k, SearchOptions(categories=categories))
-    ranked = [
-        objects.rank_images(engine, service, found, score=score, categories=categories, limit=limit) for found in hits
-    ]
+def print_object_results(results: Sequence[ObjectResult], query: ObjectQuery, as_json: bool, per_object: bool) -> None:
     if as_json:
-        out.print_json(
-            json.dumps([object_json(q, h, r, per_object) for q, h, r in zip(queries, hits, ranked, strict=True)])
-        )
+        out.print_json(json.dumps([object_json(result, per_object) for result in results]))
         return
-    for query, found, images in zip(queries, hits, ranked, strict=True):
-        out.print(query_objects_table(query))
+    for result in results:
+        found = result.found
+        out.print(query_objects_table(result.uri, found))
         if per_object:
-            for number, (obj, neighbours) in enumerate(zip(query.objects, found, strict=True)):
+            for number, (obj, neighbours) in enumerate(zip(found.query.objects, found.hits, strict=True)):
                 title = f"nearest to object {number} ({obj.category} {box_text(obj.bbox)})"
                 out.print(neighbours_table(title, neighbours))
-        out.print(ranking_table(f"images ranked by {score} for {query.source_uri}", images))
+        out.print(ranking_table(f"images ranked by {query.score} for {result.uri}", result.images))
 
 
-def query_objects_table(query: ObjectImage) -> Table:
-    table = Table(title=f"objects of {query.source_uri}", title_justify="left")
+def query_objects_table(uri: str, found: FoundObjects) -> Table:
+    table = Table(title=f"objects of {uri}", title_justify="left")
     for column in ("#", "category", "prob", "box (xmin,ymin,xmax,ymax)"):
         table.add_column(column)
-    for number, obj in enumerate(query.objects):
+    for number, obj in enumerate(found.query.objects):
         table.add_row(str(number), obj.category, f"{obj.prob:.3f}", box_text(obj.bbox))
     return table
 
@@ -561,32 +616,28 @@ def ranking_table(title: str, images: Sequence[RankedImage]) -> Table:
     return table
 
 
-def object_json(
-    query: ObjectImage, hits: Sequence[Sequence[Hit]], images: Sequence[RankedImage], per_object: bool
-) -> Any:  # noqa: ANN401
+def object_json(result: ObjectResult, per_object: bool) -> Any:  # noqa: ANN401
+    found = result.found
     objects: list[dict[str, Any]] = [
-        {"bbox": list(o.bbox), "category": o.category, "prob": round(o.prob, 6)} for o in query.objects
+        {"bbox": list(o.bbox), "category": o.category, "prob": round(o.prob, 6)} for o in found.query.objects
     ]
     if per_object:
-        for obj, found in zip(objects, hits, strict=True):
-            obj["nns"] = [hit_json(h) | {"bbox": h.bbox, "category": h.category, "prob": h.prob} for h in found]
+        for obj, hits in zip(objects, found.hits, strict=True):
+            obj["nns"] = [hit_json(h) | {"bbox": h.bbox, "category": h.category, "prob": h.prob} for h in hits]
+    return {"uri": result.uri, "query_objects": objects, "images": [ranked_json(r) for r in result.images]}
+
+
+def ranked_json(image: RankedImage) -> dict[str, Any]:
     return {
-        "uri": query.source_uri,
-        "query_objects": objects,
-        "images": [
-            {
-                "uri": r.uri,
-                "image_id": r.image_id,
-                "score": r.score,
-                "hit_count": r.hit_count,
-                "query_count": r.query_count,
-                "mean_dist": r.mean_dist,
-                "min_dist": r.min_dist,
-                "metadata": r.metadata,
-                "matches": r.matches,
-            }
-            for r in images
-        ],
+        "uri": image.uri,
+        "image_id": image.image_id,
+        "score": image.score,
+        "hit_count": image.hit_count,
+        "query_count": image.query_count,
+        "mean_dist": image.mean_dist,
+        "min_dist": image.min_dist,
+        "metadata": image.metadata,
+        "matches": image.matches,
     }
 
 
@@ -604,49 +655,16 @@ def demo_cmd(
     Each edited copy should find its original first. Runs offline in a minute or two on 2 cores;
     the photos are written to $SIMSEARCH_HOME/demo and the service is called `demo`.
     """
-    from simsearch import services
-    from simsearch.ingest import ingest
-    from simsearch.search import search_images
-
     settings = get_settings()
-    engine = open_database(settings)
     folder = settings.home / "demo"
-    with console.status("writing sample photos"):
-        originals, copies = samples.write_samples(folder)
-    roots = [*settings.data_roots, folder]
-    with engine.connect() as conn:
-        again = any(s.name == "demo" for s in store.list_services(conn))
-    if again:  # the previous demo, with its index files
-        services.remove_service(engine, "demo", clear="full", index_dir=settings.index_dir)
-    with console.status(f"loading {model} ({weights})"):
-        record = services.create_service(engine, "demo", model=model, weights=weights, description="simsearch demo")
-    console.print(f"service demo: {record.model} weights={record.weights} layer={record.layer} dim={record.dim}")
-    extractor = services.extractor_for(record)
-    total = len(samples.PHOTOS)
-    with progress_bar() as progress:
-        task = progress.add_task("indexing the original photos", total=total)
-        ingest(
-            engine,
-            record,
-            extractor,
-            [str(originals)],
-            roots=roots,
-            max_pixels=settings.max_pixels,
-            batch_size=settings.batch_size,
-            on_batch=lambda n: progress.advance(task, n),
-        )
-    with console.status("building the FAISS index"):
-        build = build_generation(engine, record, settings.index_dir)
-    console.print(f"built generation {build.id} ({build.index_type}, {build.vector_count} vectors)")
-    index = load_current(engine, record)
-    with progress_bar() as progress:
-        task = progress.add_task("searching with the edited copies", total=len(copies))
-        results: list[list[Hit]] = []
-        for start in range(0, len(copies), 16):
-            chunk = copies[start : start + 16]
-            pixels = [decode_image(c.path.read_bytes(), max_pixels=settings.max_pixels).rgb for c in chunk]
-            results.extend(search_images(engine, record, extractor, index, pixels, k))
-            progress.advance(task, len(chunk))
+    with opened_core(settings) as opened:
+        with console.status("writing sample photos"):
+            originals, copies = samples.write_samples(folder)
+        # the demo's photos are read from its own folder, whatever the data roots
+        core = replace(opened, intake=replace(opened.intake, roots=(*opened.intake.roots, folder)))
+        record = demo_service(core, model, weights)
+        demo_index(core, record, originals)
+        results = demo_search(core, record, copies, k)
     for copy, hits in list(zip(copies, results, strict=True))[:show]:
         out.print(results_table(f"{copy.path.name} ({copy.edit} of {copy.original.name})", hits))
     found = sum(1 for c, hits in zip(copies, results, strict=True) if hits and hits[0].uri == str(c.original))
@@ -656,6 +674,51 @@ def demo_cmd(
     )
     if record.weights == "none":
         out.print("[yellow]weights none: a random network, so these results mean nothing[/]")
+
+
+def demo_service(core: Core, model: str, weights: str) -> ServiceRecord:
+    """A fresh `demo` service: the previous demo's, with its index files, is deleted first."""
+    from simsearch import services
+
+    with core.engine.connect() as conn:
+        again = any(s.name == "demo" for s in store.list_services(conn))
+    if again:
+        services.remove_service(core.engine, "demo", clear="full", index_dir=core.index_dir)
+    with console.status(f"loading {model} ({weights})"):
+        record = services.create_service(
+            core.engine, core.models, "demo", model=model, weights=weights, description="simsearch demo"
+        )
+    console.print(f"service demo: {record.model} weights={record.weights} layer={record.layer} dim={record.dim}")
+    return record
+
+
+def demo_index(core: Core, record: ServiceRecord, originals: Path) -> None:
+    from simsearch import services
+    from simsearch.ingest import ingest
+
+    extractor = services.extractor_for(record, core.models)
+    with progress_bar() as progress:
+        task = progress.add_task("indexing the original photos", total=len(samples.PHOTOS))
+        ingest(
+            core.engine, record, extractor, [str(originals)], core.intake, on_batch=lambda n: progress.advance(task, n)
+        )
+    with console.status("building the FAISS index"):
+        build = build_generation(core.engine, record, core.index_dir)
+    console.print(f"built generation {build.id} ({build.index_type}, {build.vector_count} vectors)")
+
+
+def demo_search(core: Core, record: ServiceRecord, copies: Sequence[EditedCopy], k: int) -> list[list[Hit]]:
+    """Each edited copy's k nearest originals, as `search` finds them."""
+    from simsearch import queries
+
+    results = []
+    with progress_bar() as progress:
+        task = progress.add_task("searching with the edited copies", total=len(copies))
+        for copy in copies:
+            vector = queries.image_vector(core, record, str(copy.path))
+            results.append(queries.search_image(core, record, vector, k).hits)
+            progress.advance(task, 1)
+    return results
 
 
 _LOOPBACK = ("127.0.0.1", "::1", "localhost")
@@ -682,9 +745,9 @@ def serve(
             f"[yellow]warning:[/] serving on {host} without authentication: anyone who can reach this port can "
             "index and delete. Set SIMSEARCH_API_TOKEN (and SIMSEARCH_READ_TOKEN for search-only clients)."
         )
-    engine = open_database(settings)  # starts the embedded server if needed, and migrates once for all workers
-    os.environ["DATABASE_URL"] = engine.url.render_as_string(hide_password=False)
-    engine.dispose()
+    # starts the embedded server if needed, and migrates once for all workers
+    with database(settings) as engine:
+        os.environ["DATABASE_URL"] = engine.url.render_as_string(hide_password=False)
     console.print(f"simsearch {__version__} on http://{host}:{port} (docs at /schema), {workers} worker(s)")
     Granian(
         "simsearch.api.app:create_app",

@@ -7,12 +7,11 @@ pipeline runs at close to the model's own speed.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from functools import partial
 from itertools import islice
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -21,7 +20,7 @@ from sqlalchemy import Connection, Engine
 
 from simsearch import store
 from simsearch.errors import BadInput
-from simsearch.input import Source, UrlPolicy, decode_image, iter_sources, probe_image
+from simsearch.input import Intake, Source, decode_image, iter_sources, probe_image
 from simsearch.models import Extractor
 from simsearch.store import NewImage, ServiceRecord
 
@@ -139,33 +138,12 @@ def _write(conn: Connection, service: ServiceRecord, images: list[NewImage], vec
     return ids
 
 
-def ingest(
-    engine: Engine,
-    service: ServiceRecord,
-    extractor: Extractor,
-    data: Sequence[str | bytes],
-    *,
-    roots: Sequence[Path],
-    max_pixels: int,
-    batch_size: int = 32,
-    atomic: bool = False,
-    metadata: Sequence[dict[str, Any]] | None = None,
-    on_batch: Callable[[int], None] | None = None,
-    uris: Sequence[str | None] | None = None,
-    write: bool = True,
-    keep_vectors: bool = False,
-    binarized: bool = False,
-    urls: UrlPolicy | None = None,
-) -> IngestReport:
-    """Index images named by `data` (files, directories, base64, URLs when `urls` allows) into `service`.
-
-    Every explicit item is checked before anything is written. `atomic=True` writes the whole call in
-    one transaction (an API request); otherwise each batch commits on its own (a large folder).
-    `on_batch(n)` is called after each batch with the number of sources it consumed. `uris[i]`, when
-    given, is the uri stored for `data[i]`; `metadata[i]` is merged into the stored metadata of every
-    image `data[i]` yields. `write=False` only
-    embeds (a search); `keep_vectors` returns each image's vector in `predictions`.
-    """
+def check_items(
+    intake: Intake, data: Sequence[object], uris: Sequence[str | None] | None, metadata: Sequence[Any] | None
+) -> None:
+    """A call's own inputs, before anything is read: its size, one uri per item, uris and metadata that
+    Postgres can store."""
+    intake.check_count(data)
     if uris is not None and len(uris) != len(data):
         raise BadInput("index_uris", f"must have one entry per data item ({len(data)}), got {len(uris)}")
     if metadata is not None and len(metadata) != len(data):
@@ -174,12 +152,101 @@ def ingest(
         store.check_storable(uri, f"index_uris[{i}]")
     for i, entry in enumerate(metadata or []):
         store.check_storable(entry, f"metadata[{i}]")
+
+
+def _sources(data: Sequence[str | bytes], intake: Intake) -> Iterator[Source]:
+    check = partial(check_source, max_pixels=intake.max_pixels)
+    return iter_sources(data, roots=intake.roots, check=check, urls=intake.urls)
+
+
+def embed(
+    extractor: Extractor,
+    data: Sequence[str | bytes],
+    intake: Intake,
+    *,
+    uris: Sequence[str | None] | None = None,
+    binarized_metric: str | None = None,
+) -> tuple[list[Prediction], list[str]]:
+    """The vector of each image `data` names, in order, and the directory files skipped: no database, no
+    threads (a query, or a DeepDetect predict that stores nothing)."""
+    check_items(intake, data, uris, None)
+    predictions: list[Prediction] = []
+    skipped: list[str] = []
+    batches = _batches(_sources(data, intake), intake.batch_size)
+    for batch, vectors in _embedded(batches, extractor, intake, None, uris, binarized_metric):
+        skipped.extend(batch.skipped)
+        if vectors is not None:
+            predictions.extend(_predictions(batch, vectors))
+    return predictions, skipped
+
+
+def _predictions(batch: _Batch, vectors: np.ndarray) -> Iterator[Prediction]:
+    return (
+        Prediction(s.position, s.uri, img.uri, s.content is not None, v)
+        for s, img, v in zip(batch.sources, batch.images, vectors, strict=True)
+    )
+
+
+def _embedded(
+    batches: Iterator[list[Source]],
+    extractor: Extractor,
+    intake: Intake,
+    metadata: Sequence[dict[str, Any]] | None,
+    uris: Sequence[str | None] | None,
+    binarized_metric: str | None,
+    decoder: ThreadPoolExecutor | None = None,
+) -> Iterator[tuple[_Batch, np.ndarray | None]]:
+    """Each batch decoded and embedded (None: no image in it); with `decoder`, the next batch is decoded
+    there during the forward pass."""
+    prepare = partial(_prepare, extractor=extractor, max_pixels=intake.max_pixels, metadata=metadata, uris=uris)
+    prepared = map(prepare, batches) if decoder is None else _ahead(decoder, prepare, batches)
+    for batch in prepared:
+        vectors = extractor.forward(batch.pixels) if batch.pixels is not None else None
+        if vectors is not None and binarized_metric is not None:
+            vectors = binarize(vectors, binarized_metric)
+        yield batch, vectors
+
+
+def _ahead(
+    pool: ThreadPoolExecutor, work: Callable[[list[Source]], _Batch], items: Iterator[list[Source]]
+) -> Iterator[_Batch]:
+    """work(item) for each item, the next one running in `pool` while the caller uses this one."""
+    upcoming = [pool.submit(work, item) for item in islice(items, 1)]
+    while upcoming:
+        done = upcoming.pop().result()
+        upcoming = [pool.submit(work, item) for item in islice(items, 1)]
+        yield done
+
+
+def ingest(
+    engine: Engine,
+    service: ServiceRecord,
+    extractor: Extractor,
+    data: Sequence[str | bytes],
+    intake: Intake,
+    *,
+    atomic: bool = False,
+    metadata: Sequence[dict[str, Any]] | None = None,
+    on_batch: Callable[[int], None] | None = None,
+    uris: Sequence[str | None] | None = None,
+    keep_vectors: bool = False,
+    binarized: bool = False,
+) -> IngestReport:
+    """Index images named by `data` (files, directories, base64, URLs when the intake allows) into `service`.
+
+    Every explicit item is checked before anything is written. `atomic=True` writes the whole call in
+    one transaction (an API request); otherwise each batch commits on its own (a large folder).
+    `on_batch(n)` is called after each batch with the number of sources it consumed. `uris[i]`, when
+    given, is the uri stored for `data[i]`; `metadata[i]` is merged into the stored metadata of every
+    image `data[i]` yields. `keep_vectors` returns each image's vector in `predictions`.
+    """
+    check_items(intake, data, uris, metadata)
     if extractor.dim != service.dim:
         raise BadInput("service", f"the model makes {extractor.dim}-d vectors, {service.name} stores {service.dim}-d")
 
-    sources = iter_sources(data, roots=roots, check=partial(check_source, max_pixels=max_pixels), urls=urls)
+    batches = _batches(_sources(data, intake), intake.batch_size)
+    metric = service.metric if binarized else None
     report = IngestReport()
-    meta = metadata
     with (
         ThreadPoolExecutor(1, thread_name_prefix="decode") as decoder,
         ThreadPoolExecutor(1, thread_name_prefix="write") as writer,
@@ -188,26 +255,16 @@ def ingest(
         transaction = conn.begin()
         pending_write: Future[dict[str, int]] | None = None
         try:
-            batches: Iterable[list[Source]] = _batches(sources, batch_size)
-            upcoming = [decoder.submit(_prepare, b, extractor, max_pixels, meta, uris) for b in islice(batches, 1)]
-            while upcoming:
-                batch = upcoming.pop().result()
-                upcoming = [decoder.submit(_prepare, b, extractor, max_pixels, meta, uris) for b in islice(batches, 1)]
-                vectors = extractor.forward(batch.pixels) if batch.pixels is not None else None
-                if vectors is not None and binarized:
-                    vectors = binarize(vectors, service.metric)
+            for batch, vectors in _embedded(batches, extractor, intake, metadata, uris, metric, decoder):
                 if vectors is not None and keep_vectors:
-                    report.predictions.extend(
-                        Prediction(s.position, s.uri, img.uri, s.content is not None, v)
-                        for s, img, v in zip(batch.sources, batch.images, vectors, strict=True)
-                    )
-                if pending_write is not None:
+                    report.predictions.extend(_predictions(batch, vectors))
+                if pending_write is not None:  # the previous batch's write ran during this forward pass
                     report.image_ids.update(pending_write.result())
                     pending_write = None
                     if not atomic:
                         transaction.commit()
                         transaction = conn.begin()
-                if vectors is not None and write:
+                if vectors is not None:
                     pending_write = writer.submit(_write, conn, service, batch.images, vectors)
                 report.indexed += len(batch.images)
                 report.skipped += len(batch.skipped)

@@ -3,10 +3,8 @@ its model once per process."""
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Sequence
 from dataclasses import replace
-from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
 
@@ -16,51 +14,27 @@ from simsearch import store
 from simsearch.errors import BadInput, Conflict
 from simsearch.index import IndexSettings, check_settings, remove_index_files
 from simsearch.input import under_roots
-from simsearch.models import Detector, Extractor, ModelSpec, is_detector, load_detector, load_extractor, resolve_weights
+from simsearch.models import Detector, Extractor, ModelCache, ModelSpec, is_detector, resolve_weights
 from simsearch.models.spec import METRICS
 from simsearch.models.weights import is_file_weights
 from simsearch.store import ServiceRecord
 from simsearch.store.services import find_detached_by_repository
 
-_LOADING = threading.Lock()
 
-
-@lru_cache(maxsize=8)
-def _load_once(spec: ModelSpec) -> Extractor:
-    return load_extractor(spec)
-
-
-def _cached_extractor(spec: ModelSpec) -> Extractor:
-    # torch.fx tracing (create_feature_extractor) is not thread-safe, and two API requests may load
-    # the same model at once: one loader at a time; cache hits cost only the lock.
-    with _LOADING:
-        return _load_once(spec)
-
-
-@lru_cache(maxsize=8)
-def _load_detector_once(spec: ModelSpec) -> Detector:
-    return load_detector(spec)
-
-
-def _cached_detector(spec: ModelSpec) -> Detector:
-    with _LOADING:
-        return _load_detector_once(spec)
-
-
-def extractor_for(service: ServiceRecord) -> Extractor:
+def extractor_for(service: ServiceRecord, models: ModelCache) -> Extractor:
     """The service's loaded model, shared by every caller in this process."""
     if service.kind == "detector":
         raise BadInput("service", f"{service.name} is a detector service: it finds objects, use it for object search")
-    return _cached_extractor(service.spec)
+    return models.extractor(service.spec)
 
 
-def detector_for(service: ServiceRecord) -> Detector:
+def detector_for(service: ServiceRecord, models: ModelCache) -> Detector:
     """The detector service's loaded model, shared by every caller in this process."""
     if service.kind != "detector":
         raise BadInput(
             "service", f"{service.name} is an extractor service ({service.model}): it makes no boxes; use a detector"
         )
-    return _cached_detector(service.spec)
+    return models.detector(service.spec)
 
 
 def check_name(name: str) -> str:
@@ -73,6 +47,7 @@ def check_name(name: str) -> str:
 
 def create_service(
     engine: Engine,
+    models: ModelCache,
     name: str,
     *,
     model: str,
@@ -108,26 +83,11 @@ def create_service(
         raise BadInput("weights", f"{weights} is outside the allowed data roots; set SIMSEARCH_DATA_ROOTS")
     if metric not in METRICS:
         raise BadInput("metric", f"{metric!r}: choose one of {', '.join(METRICS)}")
+    spec = _spec(model, weights, layer, size, height, metric)
     detector = is_detector(model)
-    if size is None:
-        size = 0 if detector else 224
-    if not (16 <= size <= 4096 or (detector and size == 0)):
-        raise BadInput("size", f"{size}: must be between 16 and 4096 pixels")
-    if height == size:
-        height = None  # square: one way to record it, so the same model is the same spec
-    if height is not None and not (16 <= height <= 4096 and size > 0):
-        raise BadInput("height", f"{height}: must be between 16 and 4096 pixels, with a width")
-    settings = index or IndexSettings(index_type=index_type)
-    spec = ModelSpec(
-        model=model,
-        weights=resolve_weights(model, weights),
-        layer=layer,
-        size=size,
-        metric="cosine" if metric == "cosine" else "l2",
-        height=height,
-    )
-    made: Extractor | Detector = _cached_detector(spec) if detector else _cached_extractor(spec)
+    made: Extractor | Detector = models.detector(spec) if detector else models.extractor(spec)
     made_layer = getattr(made, "layer", None) or ("box_head" if made.dim else "")
+    settings = index or IndexSettings(index_type=index_type)
     if made.dim:  # a bad index string is refused now, not at the first build
         check_settings(settings, made.dim, metric)
     index_values = settings.to_dict() | ({"repository": str(repository)} if repository else {})
@@ -135,30 +95,16 @@ def create_service(
         "model": model,
         "weights": weights,
         "layer": layer,
-        "size": size,
+        "size": spec.size,
         "metric": metric,
         "index_type": settings.index_type,
-    } | ({"height": height} if height is not None else {})
+    } | ({"height": spec.height} if spec.height is not None else {})
     with engine.begin() as conn:
         existing = store.find_service(conn, name)
         if existing is None and reattach is not None:
             existing = store.find_service(conn, reattach.name)  # still detached? (checked below)
         if existing is not None and existing.detached_at is not None:
-            same = (existing.model, existing.weights, existing.input_size, existing.input_height, existing.metric) == (
-                model,
-                spec.weights,
-                size,
-                height,
-                metric,
-            ) and (layer is None or made_layer == existing.layer)
-            if not same:
-                shape = f"{size}x{height}" if height is not None else f"{size}px"
-                raise Conflict(
-                    f"service {existing.name!r} was removed with clear=mem and its stored vectors come from "
-                    f"{existing.model} ({existing.weights}, {existing.input_shape}, {existing.metric}), not "
-                    f"{model} ({spec.weights}, {shape}, {metric}); delete them first "
-                    f"(DELETE /services/{existing.name}?clear=full) or use the same model settings"
-                )
+            _check_same_vectors(existing, spec, model, metric, layer is None or made_layer == existing.layer)
             return store.reattach_service(
                 conn, existing.id, name=name, description=description, params=given, index_settings=index_values
             )
@@ -169,14 +115,49 @@ def create_service(
             model=model,
             weights=spec.weights,
             layer=made_layer,
-            input_size=size,
-            input_height=height,
+            input_size=spec.size,
+            input_height=spec.height,
             metric=metric,
             dim=made.dim,
             description=description,
             index_settings=index_values,
             params=given,
         )
+
+
+def _spec(model: str, weights: str, layer: str | None, size: int | None, height: int | None, metric: str) -> ModelSpec:
+    """The model a creation asks for, its input size checked (None: 224 for extractors, a detector's own)."""
+    detector = is_detector(model)
+    if size is None:
+        size = 0 if detector else 224
+    if not (16 <= size <= 4096 or (detector and size == 0)):
+        raise BadInput("size", f"{size}: must be between 16 and 4096 pixels")
+    if height == size:
+        height = None  # square: one way to record it, so the same model is the same spec
+    if height is not None and not (16 <= height <= 4096 and size > 0):
+        raise BadInput("height", f"{height}: must be between 16 and 4096 pixels, with a width")
+    return ModelSpec(
+        model=model,
+        weights=resolve_weights(model, weights),
+        layer=layer,
+        size=size,
+        metric="cosine" if metric == "cosine" else "l2",
+        height=height,
+    )
+
+
+def _check_same_vectors(existing: ServiceRecord, spec: ModelSpec, model: str, metric: str, same_layer: bool) -> None:
+    """A detached service is re-attached only by the model that made its stored vectors."""
+    made = (existing.model, existing.weights, existing.input_size, existing.input_height, existing.metric)
+    if made == (model, spec.weights, spec.size, spec.height, metric) and same_layer:
+        return
+    shape = f"{spec.size}x{spec.height}" if spec.height is not None else f"{spec.size}px"
+    raise Conflict(
+        f"service {existing.name!r} was removed with clear=mem and its stored vectors come from "
+        f"{existing.model} ({existing.weights}, {existing.input_shape}, {existing.metric}), not "
+        f"{model} ({spec.weights}, {shape}, {metric}); delete them first "
+        f"(DELETE /services/{existing.name}?clear=full) or use the same model settings"
+    )
 
 
 def detached_service(engine: Engine, name: str, repository: Path | None) -> ServiceRecord | None:
@@ -204,7 +185,7 @@ def remove_service(engine: Engine, name: str, *, clear: Literal["mem", "full"], 
 
 
 def extractor_at(
-    engine: Engine, service: ServiceRecord, layer: str | None, *, stored: bool
+    engine: Engine, models: ModelCache, service: ServiceRecord, layer: str | None, *, stored: bool
 ) -> tuple[ServiceRecord, Extractor]:
     """The service's model cut at `layer` (None: the service's own layer), and the service as that layer
     makes it (its `layer` and `dim`).
@@ -216,8 +197,8 @@ def extractor_at(
     if service.kind == "detector":
         raise BadInput("service", f"{service.name} is a detector service; its vectors are per object (rois)")
     if layer is None or layer == service.layer:
-        return service, extractor_for(service)
-    extractor = _cached_extractor(replace(service.spec, layer=layer))
+        return service, extractor_for(service, models)
+    extractor = models.extractor(replace(service.spec, layer=layer))
     if extractor.layer == service.layer:
         return service, extractor
     if stored:

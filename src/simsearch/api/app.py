@@ -17,10 +17,9 @@ from sqlalchemy import Engine
 
 from simsearch import __version__, store
 from simsearch.api import chain, deepdetect, native, native_objects
-from simsearch.api.context import Core
 from simsearch.api.errors import body_error, handle_exception
+from simsearch.core import make_core, open_engine
 from simsearch.errors import BadInput
-from simsearch.index import IndexCache
 from simsearch.settings import Settings
 
 
@@ -66,16 +65,10 @@ async def strict_json_body(request: Request[Any, Any, Any]) -> None:
         raise BadInput("body", "the JSON body is nested too deeply") from None
 
 
-def open_engine(settings: Settings) -> Engine:
+def open_database(settings: Settings) -> Engine:
     """The configured Postgres, or the embedded one, migrated to the latest schema."""
     url = settings.database_url or store.embedded_postgres(settings.pgdata)
-    timeouts = store.Timeouts(
-        connect_s=settings.db_connect_timeout_s,
-        statement_s=settings.db_statement_timeout_s,
-        lock_s=settings.db_lock_timeout_s,
-        pool_s=settings.db_pool_timeout_s,
-    )
-    engine = store.make_engine(url, timeouts=timeouts, pool_size=10, max_overflow=20)
+    engine = open_engine(settings, url, pool_size=10, max_overflow=20)
     store.upgrade(engine)
     return engine
 
@@ -88,14 +81,15 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
         own = engine is None
-        eng = engine if engine is not None else open_engine(settings)
-        indexes = IndexCache(eng)
-        indexes.listen()  # new generations built by any process are loaded here as they commit
-        app.state.core = Core(engine=eng, settings=settings, indexes=indexes)
+        eng = engine if engine is not None else open_database(settings)
+        core = make_core(settings, eng)
+        core.indexes.listen()  # new generations built by any process are loaded here as they commit
+        app.state.core, app.state.settings = core, settings
         try:
             yield
         finally:
-            indexes.close()
+            core.indexes.close()
+            core.models.unload()
             if own:
                 eng.dispose()
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from typing import Any, TypeVar
 
 from anyio import to_thread
@@ -20,17 +20,9 @@ from litestar.handlers import HTTPRouteHandler
 from litestar.params import FromPath
 from litestar.status_codes import HTTP_200_OK
 
-from simsearch import services, store
-from simsearch.api.context import Core, authorize, core_of
-from simsearch.api.dd_call import (
-    PredictCall,
-    build_index,
-    detect_objects,
-    parse_call,
-    ranked_nns,
-    search_objects,
-    set_index_settings,
-)
+from simsearch import store
+from simsearch.api.context import authorize, core_of
+from simsearch.api.dd_call import Parsed, parse_call
 from simsearch.api.dd_wire import (
     Json,
     dd_answer,
@@ -39,14 +31,17 @@ from simsearch.api.dd_wire import (
     json_body,
     last_marked,
     object_nns,
+    ranked_nns,
     shown_uri,
     take,
     take_strings,
 )
 from simsearch.api.errors import DD_FIELDS, DDError, wrong_json
+from simsearch.core import Core
 from simsearch.errors import BadInput
-from simsearch.models import Extractor
-from simsearch.objects import CropOptions, Detection
+from simsearch.input import NO_CROP, Crop
+from simsearch.objects import ObjectImage
+from simsearch.predict import ChainCall, ObjectOutcome, ServiceCall, chain_service, run_chain
 from simsearch.store import Hit, ServiceRecord
 
 T = TypeVar("T")
@@ -60,13 +55,13 @@ _NOT_ON_DETECTOR = ("index", "build_index", "search", "rois", "multibox_rois", "
 _INPUT_FIELDS = ("data", "index_uris", "parameters.input")
 
 
-@dataclass(slots=True)
+@dataclass(frozen=True, slots=True)
 class _Chain:
-    detector: PredictCall  # the first call: data, index_uris, bbox, confidence_threshold
-    crop: CropOptions = field(default_factory=CropOptions)
-    categories: tuple[str, ...] | None = None  # the filter action's whitelist
-    child: PredictCall | None = None  # the extractor service's call (index, build_index, search, multibox_rois)
-    child_at: int = 0  # its position in calls
+    """The chain checked: the core's call, and what only the answer needs."""
+
+    call: ChainCall
+    child_at: int = 0  # the extractor service call's position in calls
+    warnings: tuple[str, ...] = ()
 
 
 def _in_call(i: int, parse: Callable[[], T]) -> T:
@@ -110,14 +105,14 @@ def _number(params: Json, key: str, path: str, *, integer: bool, most: float) ->
     return value
 
 
-def _crop(params: Json, path: str) -> CropOptions:
+def _crop(params: Json, path: str) -> Crop:
     """The crop action's parameters (DeepDetect's names; others are ignored, as DeepDetect does)."""
     padding = _number(params, "padding_ratio", path, integer=False, most=MAX_PADDING)
     sizes = {key: _number(params, key, path, integer=True, most=MAX_SIZE) for key in CROP_SIZES}
     square = params.get("force_square", False)
     if not isinstance(square, bool):
         raise wrong_json(f"{path}.force_square", f"must be a boolean, got {json.dumps(square)[:80]}")
-    return CropOptions(
+    return Crop(
         padding_ratio=float(padding or 0.0),
         force_square=square,
         **{key: int(value or 0) for key, value in sizes.items()},
@@ -152,7 +147,7 @@ def _action(call: Json, i: int) -> tuple[str, Json]:
     return kind, params
 
 
-def _detector_call(core: Core, service: ServiceRecord, call: Json) -> PredictCall:
+def _detector_call(core: Core, service: ServiceRecord, call: Json) -> Parsed:
     data = take_strings(call, "data", "") or []
     index_uris = take_strings(call, "index_uris", "")
     given = take(take(call, "parameters", dict, "", {}), "output", dict, "parameters", {})
@@ -163,40 +158,33 @@ def _detector_call(core: Core, service: ServiceRecord, call: Json) -> PredictCal
                 "in a chain, index, build_index, search and multibox_rois go in the extractor service's call "
                 "(the last one), which embeds each crop; rois is for a detector's own /predict",
             )
-    detector = parse_call(core, service, call, data, index_uris)
+    parsed = parse_call(core, service, call, data, index_uris)
     # the detector's own creation defaults (e.g. index for rois) do not apply in a chain
-    detector.index = detector.build = detector.search = detector.rois = detector.multibox = False
-    detector.index_values = None
+    detector = replace(parsed.call, index=False, build=False, search=False, rois=False, multibox=False)
     if not data:
         raise BadInput("data", "missing data: give at least one file, directory or base64 image")
-    return detector
+    return replace(parsed, call=replace(detector, index_values=None))
 
 
-def _child_call(core: Core, service: ServiceRecord, call: Json, detector: PredictCall) -> PredictCall:
-    child = parse_call(core, service, call, detector.data, detector.index_uris)
-    if child.rois:
+def _child_call(core: Core, service: ServiceRecord, call: Json, detector: ServiceCall) -> Parsed:
+    child = parse_call(core, service, call, list(detector.data), _listed(detector.index_uris))
+    if child.call.rois:
         raise BadInput(
             "parameters.output.rois", "in a chain the extractor embeds each crop; rois is for a detector's /predict"
         )
     return child
 
 
-def _extractor(core: Core, child: PredictCall) -> Extractor:
-    """The child's model at its extract_layer (loaded now: an unknown layer is refused before any write)."""
-    found, extractor = services.extractor_at(
-        core.engine, child.service, child.layer, stored=child.index or child.search
-    )
-    child.service = found if child.index_values is None else replace(found, index_settings=child.index_values)
-    return extractor
+def _listed(values: tuple[str | None, ...] | None) -> list[str] | None:
+    return [str(v) for v in values] if values is not None else None
 
 
-def _parse_chain(core: Core, body: Json) -> _Chain:
-    """The whole chain checked, nothing written."""
+def _calls(body: Json) -> list[Json]:
     spec = take(body, "chain", dict, "")
     if spec is None:
         raise wrong_json("chain", 'missing: send {"chain": {"calls": [...]}}')
     # "resource" ("predict" in DeepDetect's tutorial) is accepted and ignored
-    calls = take(spec, "calls", list, "chain")
+    calls: list[Json] = take(spec, "calls", list, "chain")
     if not calls:
         raise wrong_json(
             "chain.calls", "missing or empty: give a detector service call, actions (crop, filter), an extractor call"
@@ -204,130 +192,144 @@ def _parse_chain(core: Core, body: Json) -> _Chain:
     for i, call in enumerate(calls):
         if not isinstance(call, dict):
             raise wrong_json(f"chain.calls[{i}]", f"must be an object, got {json.dumps(call)[:80]}")
-    first = calls[0]
-    if "service" not in first:
+    if "service" not in calls[0]:
         raise BadInput(
             "chain.calls[0]", 'a chain starts with a call of a detector service ("service", "data"), not an action'
         )
-    detector_service = _service(core, first, 0)
-    if detector_service.kind != "detector":
+    return calls
+
+
+def _first_call(core: Core, first: Json) -> Parsed:
+    service = _service(core, first, 0)
+    if service.kind != "detector":
         raise BadInput(
             "chain.calls[0].service",
-            f"{detector_service.name} is an extractor service ({detector_service.model}); a chain starts with a "
+            f"{service.name} is an extractor service ({service.model}); a chain starts with a "
             "detector service (e.g. dlib:frontal_face, opencv:haarcascade_frontalface_default, a fasterrcnn_* "
             "template) whose boxes the extractor service of the last call embeds",
         )
-    chain = _Chain(detector=_in_call(0, lambda: _detector_call(core, detector_service, first)))
-    ids: dict[str, int] = {}
-    # the crop and filter in force after each call: a service call's parent_id picks one of them
-    states: list[tuple[CropOptions, tuple[str, ...] | None]] = [(chain.crop, chain.categories)]
+    return _in_call(0, lambda: _detector_call(core, service, first))
+
+
+def _extractor_step(core: Core, call: Json, i: int, detector: ServiceCall) -> Parsed:
+    service = _service(core, call, i)
+    if service.kind == "detector":
+        raise BadInput(
+            f"chain.calls[{i}].service",
+            f"{service.name} is a detector service; after the actions a chain needs an extractor service "
+            "(e.g. resnet50, or dlib:face_descriptor for faces) to embed each crop",
+        )
+    return _in_call(i, lambda: _child_call(core, service, call, detector))
+
+
+_State = tuple[Crop, tuple[str, ...] | None]  # the crop and the filter's categories in force
+
+
+def _parent_state(call: Json, i: int, ids: dict[str, int], states: list[_State]) -> _State | None:
+    """The crop and filter in force after the call `parent_id` names (None: no parent_id)."""
+    parent = take(call, "parent_id", str, f"chain.calls[{i}]")
+    if parent is None:
+        return None
+    if parent not in ids:
+        raise BadInput(f"chain.calls[{i}].parent_id", f"{parent!r} is the id of no earlier call (ids: {sorted(ids)})")
+    return states[ids[parent]]
+
+
+def _action_step(call: Json, i: int, state: _State, seen: set[str]) -> _State:
+    kind, params = _action(call, i)
+    if kind in seen:
+        raise _action_error(f"chain.calls[{i}].action.type", f"a chain takes one {kind} action")
+    seen.add(kind)
+    path = f"chain.calls[{i}].action.parameters"
+    return (_crop(params, path), state[1]) if kind == "crop" else (state[0], _filter(params, path))
+
+
+def _parse_chain(core: Core, body: Json) -> _Chain:
+    """The whole chain checked, nothing written."""
+    calls = _calls(body)
+    first = _first_call(core, calls[0])
+    state: _State = (NO_CROP, None)
+    child, child_at = None, 0
+    first_id = take(calls[0], "id", str, "chain.calls[0]")
+    ids: dict[str, int] = {first_id: 0} if first_id is not None else {}
+    states: list[_State] = [state]  # after each call: a service call's parent_id picks one of them
     seen: set[str] = set()
-    for i, call in enumerate(calls):
+    for i, call in enumerate(calls[1:], start=1):
         call_id = take(call, "id", str, f"chain.calls[{i}]")
         if call_id is not None and call_id in ids:
             raise BadInput(f"chain.calls[{i}].id", f"{call_id!r} is already the id of chain.calls[{ids[call_id]}]")
-        if i == 0:
-            ids |= {call_id: 0} if call_id is not None else {}
-            continue
-        if chain.child is not None:
+        if child is not None:
             raise BadInput(
                 f"chain.calls[{i}]",
                 "nothing may follow the extractor service call: simsearch chains are a detector, actions "
                 "(crop, filter), then one extractor service",
             )
         if "action" in call:
-            kind, params = _action(call, i)
-            path = f"chain.calls[{i}].action.parameters"
-            if kind in seen:
-                raise _action_error(f"chain.calls[{i}].action.type", f"a chain takes one {kind} action")
-            seen.add(kind)
-            if kind == "crop":
-                chain.crop = _crop(params, path)
-            else:
-                chain.categories = _filter(params, path)
+            state = _action_step(call, i, state, seen)
         elif "service" in call:
-            parent = take(call, "parent_id", str, f"chain.calls[{i}]")
-            if parent is not None:
-                if parent not in ids:
-                    raise BadInput(
-                        f"chain.calls[{i}].parent_id", f"{parent!r} is the id of no earlier call (ids: {sorted(ids)})"
-                    )
-                chain.crop, chain.categories = states[ids[parent]]
-            service = _service(core, call, i)
-            if service.kind == "detector":
-                raise BadInput(
-                    f"chain.calls[{i}].service",
-                    f"{service.name} is a detector service; after the actions a chain needs an extractor service "
-                    "(e.g. resnet50, or dlib:face_descriptor for faces) to embed each crop",
-                )
-            chain.child = _in_call(i, lambda: _child_call(core, service, call, chain.detector))  # noqa: B023
-            chain.child_at = i
+            state = _parent_state(call, i, ids, states) or state
+            child, child_at = _extractor_step(core, call, i, first.call), i
         else:
             raise wrong_json(f"chain.calls[{i}]", 'needs "service" (a service call) or "action" (crop or filter)')
         if call_id is not None:
             ids[call_id] = i
-        states.append((chain.crop, chain.categories))
-    return chain
+        states.append(state)
+    chain = ChainCall(first.call, state[0], state[1], child.call if child is not None else None)
+    warnings = first.warnings + (tuple(w for w in child.warnings if w not in first.warnings) if child else ())
+    return _Chain(chain, child_at, warnings)
 
 
-def run_chain(core: Core, body: Json, request: Request[Any, Any, Any]) -> Response[Json]:
-    started = time.perf_counter()
-    chain = _parse_chain(core, body)
-    child, detector = chain.child, chain.detector
-    if child is not None and (child.index or child.build):
-        authorize(request, "admin")
-    extractor = _in_call(chain.child_at, lambda: _extractor(core, child)) if child is not None else None
-    how = Detection(
-        services.detector_for(detector.service),
-        extractor=extractor,
-        confidence_threshold=detector.confidence_threshold,
-        categories=chain.categories,
-        crop=chain.crop,
-        binarized_metric=child.service.metric if child is not None and child.binarized else None,
-    )
-    call = replace(detector, index=child is not None and child.index)
+def _classes(image: ObjectImage, found: list[list[Hit]], outcome: ObjectOutcome, child: str | None) -> list[Json]:
+    """Each box of the image, with the extractor service's result for it under that service's name."""
+    classes = []
+    for o, h in zip(image.objects, found, strict=True):
+        entry = found_class(o, with_bbox=True)
+        if child is not None:
+            result: Json = {"vals": o.vector.tolist()} if o.vector is not None else {}
+            if image.stored_uri in outcome.stored:
+                result["indexed"] = True
+            if h:
+                result["nns"] = object_nns(h)
+            entry[child] = result
+        classes.append(entry)
+    return classes
+
+
+def _run(core: Core, chain: _Chain) -> ObjectOutcome:
+    """The chain run by the core, its refusals named by the call they come from."""
+    if (child := chain.call.child) is not None:  # its model at its layer: refused first, named by its call
+        _in_call(chain.child_at, lambda: chain_service(core, child))
     try:
-        images, skipped, stored = detect_objects(
-            core, how, call, detector=detector.service, service=child.service if child is not None else None
-        )
+        return run_chain(core, chain.call)
     except BadInput as exc:
         if exc.field.startswith(_INPUT_FIELDS):  # data[3], index_uris: the first call's
             raise DDError(400, 1005, f"Service Input Error: chain.calls[0].{exc.field}: {exc.reason}") from exc
         raise
-    hits: list[list[list[Hit]]] = [[[] for _ in image.objects] for image in images]
-    if child is not None:
-        if child.build:
-            build_index(core, child.service)
-        if child.index_values is not None:  # reached only when the index and build steps succeeded
-            set_index_settings(core, child.service.id, child.index_values)
-        if child.search:
-            hits = search_objects(core, child.service, images, child)
+
+
+def answer_chain(core: Core, body: Json, request: Request[Any, Any, Any]) -> Response[Json]:
+    started = time.perf_counter()
+    chain = _parse_chain(core, body)
+    child = chain.call.child
+    if child is not None and (child.index or child.build):
+        authorize(request, "admin")
+    outcome = _run(core, chain)
+    name = child.service.name if child is not None else None
     predictions: list[Json] = []
-    for image, found in zip(images, hits, strict=True):
-        classes = []
-        for o, h in zip(image.objects, found, strict=True):
-            entry = found_class(o, with_bbox=True)
-            if child is not None:
-                result: Json = {"vals": o.vector.tolist()} if o.vector is not None else {}
-                if image.stored_uri in stored:
-                    result["indexed"] = True
-                if h:
-                    result["nns"] = object_nns(h)
-                entry[child.service.name] = result
-            classes.append(entry)
+    for n, (image, found) in enumerate(zip(outcome.images, outcome.hits, strict=True)):
+        classes = _classes(image, found, outcome, name)
         prediction: Json = {"uri": shown_uri(image), "classes": classes}
-        if child is not None and child.search and child.multibox:  # the query objects, the ranked images
+        if outcome.ranked is not None:  # the query objects, the ranked images
             last_marked(classes)
-            if ranked := ranked_nns(core, child.service, found):
+            if ranked := ranked_nns(outcome.ranked[n]):
                 prediction["nns"] = ranked
         predictions.append(prediction)
     last_marked(predictions)
-    warnings = detector.warnings + ([w for w in child.warnings if w not in detector.warnings] if child else [])
     head = {
         "method": "/chain",
         "time": round((time.perf_counter() - started) * 1000, 3),
-        "skipped": skipped or None,
-        "warning": joined_warnings(warnings),
+        "skipped": outcome.skipped or None,
+        "warning": joined_warnings(list(chain.warnings)),
     }
     return dd_answer(head, {"predictions": predictions})
 
@@ -335,9 +337,9 @@ def run_chain(core: Core, body: Json, request: Request[Any, Any, Any]) -> Respon
 @route("/chain/{name:str}", http_method=["PUT", "POST"], include_in_schema=False, status_code=HTTP_200_OK)
 async def chain(request: Request[Any, Any, Any], name: FromPath[str]) -> Response[Json]:
     del name  # DeepDetect's chain name names nothing that is kept
-    authorize(request, "read")  # and admin once the chain is known to write (run_chain)
+    authorize(request, "read")  # and admin once the chain is known to write (answer_chain)
     body = json_body(await request.body())
-    return await to_thread.run_sync(run_chain, core_of(request), body, request)
+    return await to_thread.run_sync(answer_chain, core_of(request), body, request)
 
 
 ROUTES: list[HTTPRouteHandler] = [chain]

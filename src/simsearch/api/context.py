@@ -1,46 +1,28 @@
-"""The shared core every handler reads (`Core`, created once per process in the app's lifespan) and the
-bearer-token guards. A leaf of api/: the route modules and app.py import it; it imports none of them."""
+"""The core every handler runs on (`simsearch.core.Core`, made once per process in the app's lifespan), the
+settings the guards read, and the bearer-token guards. A leaf of api/: the route modules and app.py import it;
+it imports none of them."""
 
 from __future__ import annotations
 
 import hmac
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Literal
 
 from litestar.connection import ASGIConnection
 from litestar.exceptions import NotAuthorizedException, PermissionDeniedException
 from litestar.handlers.base import BaseRouteHandler
-from sqlalchemy import Engine
 
-from simsearch.index import IndexCache
-from simsearch.input import UrlPolicy
+from simsearch.core import Core
 from simsearch.settings import Settings
-
-
-@dataclass(frozen=True, slots=True)
-class Core:
-    """What every handler needs, created once per process in the app's lifespan."""
-
-    engine: Engine
-    settings: Settings
-    indexes: IndexCache
-
-    @property
-    def roots(self) -> list[Path]:
-        return list(self.settings.data_roots)
-
-    @property
-    def urls(self) -> UrlPolicy | None:
-        s = self.settings
-        if not s.allow_urls:
-            return None
-        return UrlPolicy(allow_private=s.allow_private_urls, timeout_s=s.url_timeout_s, max_bytes=s.max_url_bytes)
 
 
 def core_of(connection: ASGIConnection[Any, Any, Any, Any]) -> Core:
     core: Core = connection.app.state.core
     return core
+
+
+def settings_of(connection: ASGIConnection[Any, Any, Any, Any]) -> Settings:
+    settings: Settings = connection.app.state.settings
+    return settings
 
 
 def _bearer(connection: ASGIConnection[Any, Any, Any, Any]) -> str | None:
@@ -55,7 +37,7 @@ def _matches(token: str | None, expected: str | None) -> bool:
 
 def authorize(connection: ASGIConnection[Any, Any, Any, Any], scope: Literal["read", "admin"]) -> None:
     """Bearer-token check: off when no token is configured; `read` accepts either token."""
-    settings = core_of(connection).settings
+    settings = settings_of(connection)
     admin = settings.api_token.get_secret_value() if settings.api_token else None
     read = settings.read_token.get_secret_value() if settings.read_token else None
     if admin is None and read is None:

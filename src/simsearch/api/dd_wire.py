@@ -12,7 +12,7 @@ from litestar import Response
 from simsearch.api.errors import DDError, wrong_json
 from simsearch.input import is_utf8  # JSON's \ud800 escape decodes to a lone surrogate, which it refuses
 from simsearch.objects import FoundObject, ObjectImage
-from simsearch.store import Hit
+from simsearch.store import Hit, RankedImage
 
 Json = dict[str, Any]
 
@@ -159,3 +159,8 @@ def object_nns(hits: list[Hit]) -> list[Json]:
             entry["metadata"] = h.metadata
         out.append(entry)
     return out
+
+
+def ranked_nns(ranked: list[RankedImage]) -> list[Json]:
+    """multibox_rois: the images ranked by their objects' hits, each with its score as `dist`."""
+    return [{"uri": r.uri, "dist": r.score} | ({"metadata": r.metadata} if r.metadata else {}) for r in ranked]

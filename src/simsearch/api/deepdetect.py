@@ -10,11 +10,9 @@ from __future__ import annotations
 
 import os
 import time
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 from anyio import to_thread
 from litestar import Request, Response, delete, get, post, route
 from litestar.handlers import HTTPRouteHandler
@@ -22,20 +20,9 @@ from litestar.params import FromPath, FromQuery
 from litestar.status_codes import HTTP_200_OK
 
 from simsearch import __version__, services, store
-from simsearch.api.context import Core, authorize, core_of, read_guard
-from simsearch.api.dd_call import (
-    RANDOM_WEIGHTS,
-    PredictCall,
-    build_index,
-    check_output,
-    detect_objects,
-    gpu_warnings,
-    parse_call,
-    ranked_nns,
-    search_objects,
-    set_index_settings,
-    wants_multibox,
-)
+from simsearch import predict as calls
+from simsearch.api.context import authorize, core_of, read_guard
+from simsearch.api.dd_call import RANDOM_WEIGHTS, Parsed, check_output, gpu_warnings, parse_call, wants_multibox
 from simsearch.api.dd_wire import (
     Json,
     dd_answer,
@@ -45,19 +32,19 @@ from simsearch.api.dd_wire import (
     json_body,
     last_marked,
     object_nns,
+    ranked_nns,
     sections,
     shown_uri,
     take,
     take_strings,
 )
 from simsearch.api.errors import DDError, wrong_json
+from simsearch.core import Core
 from simsearch.errors import BadInput, NotFound
 from simsearch.index import INDEX_KEYS, index_settings, stored_settings
-from simsearch.ingest import ingest
 from simsearch.input import under_roots
 from simsearch.models import is_detector
-from simsearch.objects import Detection
-from simsearch.search import SearchOptions, search_vectors
+from simsearch.predict import ServiceCall
 from simsearch.store import Hit, ServiceRecord
 
 _OTHER_LIBS = ("caffe", "caffe2", "tf", "tensorflow", "tensorrt", "ncnn", "xgboost", "dlib", "tsne")
@@ -91,7 +78,7 @@ def _service_info(core: Core, service: ServiceRecord, *, full: bool) -> Json:
         build = store.current_build(conn, service.id)
     info |= {
         "parameters": created.get("parameters", {"mllib": {"template": service.model, "weights": service.weights}}),
-        "repository": service.index_settings.get("repository") or str(core.settings.index_dir / service.name),
+        "repository": service.index_settings.get("repository") or str(core.index_dir / service.name),
         "index": {
             "backend": settings.backend,
             "index_type": settings.index_type,
@@ -117,7 +104,8 @@ def info(request: Request[Any, Any, Any]) -> Response[Json]:
 # ---- service creation --------------------------------------------------------------------------
 
 
-def _create(core: Core, name: str, body: Json) -> Response[Json]:
+def _check_library(body: Json) -> Json:
+    """`mllib`, `type` and the input connector: what simsearch runs; the input section, checked."""
     mllib = take(body, "mllib", str, "")
     if mllib is None:
         raise wrong_json("mllib", 'missing: simsearch services use "mllib": "torch"')
@@ -128,27 +116,28 @@ def _create(core: Core, name: str, body: Json) -> Response[Json]:
     kind = take(body, "type", str, "")
     if kind is not None and kind not in ("supervised", "unsupervised"):
         raise BadInput("type", f"{kind!r}: use supervised or unsupervised")
-    description = take(body, "description", str, "")
-    inp, mllib_params, output = sections(body)
+    take(body, "description", str, "")
+    inp, mllib_params, _ = sections(body)
     connector = take(inp, "connector", str, "parameters.input", "image")
     if connector != "image":
         raise DDError(404, 1004, f'Input Connector Not Found: {connector} (simsearch reads images: use "image")')
     template = take(mllib_params, "template", str, "parameters.mllib")
     if template is not None and not template.strip():
         raise BadInput("parameters.mllib.template", "is empty: name a torchvision model, e.g. resnet50")
-    weights = take(mllib_params, "weights", str, "parameters.mllib")
-    layer = take(mllib_params, "extract_layer", str, "parameters.mllib")
-    for key, kinds in (("nclasses", int), ("gpu", bool), ("gpuid", (int, list))):
+    for key, kinds in (
+        ("weights", str),
+        ("extract_layer", str),
+        ("nclasses", int),
+        ("gpu", bool),
+        ("gpuid", (int, list)),
+    ):
         take(mllib_params, key, kinds, "parameters.mllib")
-    model = take(body, "model", dict, "", {})
-    for key in ("description", "parameters", "model"):  # stored as given (text, jsonb): refused here, named
-        store.check_storable(body.get(key), key)
-    repository = take(model, "repository", str, "model")
-    check_output(output)  # they become the defaults of every predict: refused now, not on each call
-    size = input_size(inp)  # None: 224 for extractors, a detector's own input size (cascades: the image's)
-    folder = _repository(core, repository)
-    # a creation that leaves model settings out re-attaches the detached service of that name (or, without
-    # a template, of that repository) with its stored ones, as DeepDetect reloads a model from its repository
+    return mllib_params
+
+
+def _reattached(core: Core, name: str, template: str | None, folder: Path | None) -> ServiceRecord | None:
+    """A creation that leaves model settings out re-attaches the detached service of that name (or, without
+    a template, of that repository) with its stored ones, as DeepDetect reloads a model from its repository."""
     stored = services.detached_service(core.engine, name, folder if template is None else None)
     if stored is not None and template not in (None, stored.model):
         stored = None  # another model: create_service says whether its vectors may be re-attached
@@ -158,10 +147,26 @@ def _create(core: Core, name: str, body: Json) -> Response[Json]:
             "missing: name a torchvision model, e.g. resnet50 (no service of this name or model.repository "
             "was removed with clear=mem, so there are no stored settings to re-attach)",
         )
+    return stored
+
+
+def _create(core: Core, name: str, body: Json) -> Response[Json]:
+    mllib_params = _check_library(body)
+    inp, _, output = sections(body)
+    kind, description = body.get("type"), body.get("description")
+    template, weights, layer = (mllib_params.get(k) for k in ("template", "weights", "extract_layer"))
+    model = take(body, "model", dict, "", {})
+    for key in ("description", "parameters", "model"):  # stored as given (text, jsonb): refused here, named
+        store.check_storable(body.get(key), key)
+    repository = take(model, "repository", str, "model")
+    check_output(output)  # they become the defaults of every predict: refused now, not on each call
+    size = input_size(inp)  # None: 224 for extractors, a detector's own input size (cascades: the image's)
+    folder = _repository(core, repository)
+    stored = _reattached(core, name, template, folder)
     base = _stored_creation(stored)
     template = template or base["template"]
     if not is_detector(template):
-        _no_object_flags(
+        calls.refuse_object_flags(
             output.get("rois") is not None, wants_multibox(output), f"{template} makes whole-image vectors"
         )
     settings = index_settings({k: output[k] for k in INDEX_KEYS if k in output}, base=base["index"])
@@ -170,8 +175,9 @@ def _create(core: Core, name: str, body: Json) -> Response[Json]:
     parameters = _merged(base["parameters"], take(body, "parameters", dict, "", {}))
     default_metric = base["metric"] or ("cosine" if settings.backend == "annoy" else "l2")
     metric: str = output["metric"] if output.get("metric") is not None else default_metric
-    record = services.create_service(
+    created = services.create_service(
         core.engine,
+        core.models,
         name,
         model=template,
         weights=weights or base["weights"],
@@ -189,12 +195,12 @@ def _create(core: Core, name: str, body: Json) -> Response[Json]:
                 "model": base["model"] | model,
             }
         },
-        weights_roots=[*core.roots, core.settings.home],
+        weights_roots=core.weights_roots,
         reattach=stored,
     )
     if folder is not None:  # made only once the service exists: a refused one leaves no folder behind
         folder.mkdir(parents=True, exist_ok=True)
-    warnings = [RANDOM_WEIGHTS] if record.weights == "none" else []
+    warnings = [RANDOM_WEIGHTS] if created.weights == "none" else []
     warnings += gpu_warnings(settings.gpu)
     return dd_answer({"warning": joined_warnings(warnings)}, status=201, msg="Created")
 
@@ -247,7 +253,7 @@ def _repository(core: Core, repository: str | None) -> Path | None:
     if repository is None:
         return None
     path = Path(repository).expanduser().resolve()
-    if not under_roots(path, [*core.settings.data_roots, core.settings.home]):
+    if not under_roots(path, core.weights_roots):
         raise BadInput("model.repository", f"{repository} is outside the allowed roots; set SIMSEARCH_DATA_ROOTS")
     existing = next(p for p in (path, *path.parents) if p.exists())
     if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
@@ -283,7 +289,7 @@ def delete_service(
     core = core_of(request)
     try:
         record = services.remove_service(
-            core.engine, name, clear="mem" if clear == "mem" else "full", index_dir=core.settings.index_dir
+            core.engine, name, clear="mem" if clear == "mem" else "full", index_dir=core.index_dir
         )
     except NotFound as exc:
         raise DDError(404, None, None) from exc
@@ -294,17 +300,7 @@ def delete_service(
 # ---- predict -------------------------------------------------------------------------------------
 
 
-def _no_object_flags(rois: bool, multibox: bool, what: str) -> None:
-    """rois and multibox_rois need a detector service: refused for an extractor (`what` says which)."""
-    if rois or multibox:
-        raise BadInput(
-            f"parameters.output.{'rois' if rois else 'multibox_rois'}",
-            f"object search needs a detector service, and {what}: create one with a detection template "
-            "(e.g. fasterrcnn_mobilenet_v3_large_fpn) for rois, or run a /chain of a detector, a crop and this service",
-        )
-
-
-def _parse_predict(core: Core, body: Json) -> PredictCall:
+def _parse_predict(core: Core, body: Json) -> Parsed:
     """Everything checked, nothing written: a bad request leaves the service as it was."""
     name = body.get("service")
     if not isinstance(name, str):
@@ -312,50 +308,9 @@ def _parse_predict(core: Core, body: Json) -> PredictCall:
     with core.engine.connect() as conn:
         service = store.get_service(conn, name.lower())
     data = take_strings(body, "data", "") or []
-    index_uris = take_strings(body, "index_uris", "")
-    call = parse_call(core, service, body, data, index_uris)
-    if service.kind == "detector":
-        _check_detector_call(call)
-    else:
-        _no_object_flags(call.rois, call.multibox, f"{service.name} is an extractor service ({service.model})")
-    return call
-
-
-def _check_detector_call(call: PredictCall) -> None:
-    """What a predict on a detector service can do: boxes, stored with index; with rois (a detector that
-    makes box vectors), each box's vector indexed, built and searched in the detector service itself."""
-    service = call.service
-    if call.layer is not None and call.layer != service.layer:
-        raise BadInput(
-            "parameters.mllib.extract_layer",
-            f"{call.layer!r}: {service.name} is a detector service"
-            + (f"; its box vectors come from {service.layer!r}" if service.dim else " and makes no vectors"),
-        )
-    if call.rois and service.dim == 0:
-        raise BadInput(
-            "parameters.output.rois",
-            f"{service.name} ({service.model}) makes no vector per box: use a Faster R-CNN template "
-            "(e.g. fasterrcnn_mobilenet_v3_large_fpn) for rois, or a /chain of this detector, a crop and an "
-            "extractor service (e.g. resnet50 or dlib:face_descriptor)",
-        )
-    if call.rois:
-        return
-    if call.search:
-        raise BadInput(
-            "parameters.output.search",
-            f'{service.name} is a detector service: search its objects with "rois" (Faster R-CNN templates) '
-            "or through a /chain with an extractor service",
-        )
-    if call.multibox:
-        raise BadInput(
-            "parameters.output.multibox_rois", "ranks images by their objects' hits: it needs rois and search"
-        )
-    if call.build and service.dim == 0:
-        raise BadInput(
-            "parameters.output.build_index",
-            f"{service.name} ({service.model}) stores boxes, no vectors: there is no index to build; "
-            "build the extractor service of your /chain instead",
-        )
+    parsed = parse_call(core, service, body, data, take_strings(body, "index_uris", ""))
+    calls.check_call(parsed.call)
+    return parsed
 
 
 def _nns(hits: list[Hit]) -> list[Json]:
@@ -364,92 +319,45 @@ def _nns(hits: list[Hit]) -> list[Json]:
 
 def _predict(core: Core, body: Json, request: Request[Any, Any, Any]) -> Response[Json]:
     started = time.perf_counter()
-    call = _parse_predict(core, body)
+    parsed = _parse_predict(core, body)
+    call = parsed.call
     if call.index or call.build:  # also when a creation default turns them on
         authorize(request, "admin")
     if call.service.kind == "detector":
-        predictions, skipped = _predict_objects(core, call)
+        found = calls.run_object_call(core, call)
+        predictions, skipped = _object_predictions(found, call, bbox=parsed.bbox), found.skipped
     else:
-        predictions, skipped = _predict_images(core, call)
+        images = calls.run_image_call(core, call)
+        predictions, skipped = _image_predictions(images), images.skipped
     last_marked(predictions)
     head = {
         "method": "/predict",
         "service": call.service.name,
         "time": round((time.perf_counter() - started) * 1000, 3),
         "skipped": skipped or None,
-        "warning": joined_warnings(call.warnings),
+        "warning": joined_warnings(list(parsed.warnings)),
     }
     return dd_answer(head, {"predictions": predictions})
 
 
-def _predict_images(core: Core, call: PredictCall) -> tuple[list[Json], int]:
-    """Whole-image vectors of an extractor service: index, build_index, search."""
-    # Nothing is written before the input is read: the layer and new index settings are stored after.
-    service, extractor = services.extractor_at(core.engine, call.service, call.layer, stored=call.index or call.search)
-    if call.index_values is not None:
-        service = replace(service, index_settings=call.index_values)
+def _image_predictions(outcome: calls.ImageOutcome) -> list[Json]:
+    """Whole-image vectors: each image's `vals`, `indexed`, and its `nns` when searched."""
     predictions: list[Json] = []
-    vectors: list[np.ndarray] = []
-    skipped = 0
-    if call.data:
-        report = ingest(
-            core.engine,
-            service,
-            extractor,
-            call.data,
-            roots=core.roots,
-            max_pixels=core.settings.max_pixels,
-            batch_size=core.settings.batch_size,
-            atomic=True,
-            uris=call.index_uris,
-            write=call.index,
-            keep_vectors=True,
-            binarized=call.binarized,
-            urls=core.urls,
-        )
-        skipped = report.skipped
-        for p in report.predictions:
-            entry: Json = {"uri": str(p.position) if p.from_bytes else p.source_uri, "vals": p.vector.tolist()}
-            if call.index:
-                entry["indexed"] = True
-            predictions.append(entry)
-        vectors = [p.vector for p in report.predictions]
-    # (a new extract_layer was recorded by ingest, in the transaction of the first vectors)
-    if call.build:
-        build_index(core, service)
-    if call.index_values is not None:  # reached only when the index and build steps succeeded
-        set_index_settings(core, service.id, call.index_values)
-    if call.search and predictions:
-        options = SearchOptions(nprobe=call.nprobe, ef_search=call.ef_search, search_k=call.search_k)
-        hits = search_vectors(core.engine, service, core.indexes.current(service), np.stack(vectors), call.k, options)
-        for entry, found in zip(predictions, hits, strict=True):
-            if found:
-                entry["nns"] = _nns(found)
-    return predictions, skipped
+    for i, p in enumerate(outcome.predictions):
+        entry: Json = {"uri": str(p.position) if p.from_bytes else p.source_uri, "vals": p.vector.tolist()}
+        if outcome.indexed:
+            entry["indexed"] = True
+        if outcome.hits is not None and outcome.hits[i]:
+            entry["nns"] = _nns(outcome.hits[i])
+        predictions.append(entry)
+    return predictions
 
 
-# ---- objects: detector services ------------------------------------------------------------------
-
-
-def _predict_objects(core: Core, call: PredictCall) -> tuple[list[Json], int]:
-    """A detector service: its boxes (`classes`), stored with index; with rois each box's own vector
-    (`rois`), indexed, built and searched in the detector service itself."""
-    service = call.service if call.index_values is None else replace(call.service, index_settings=call.index_values)
-    how = Detection(
-        services.detector_for(service),
-        box_vectors=call.rois,
-        confidence_threshold=call.confidence_threshold,
-        binarized_metric=service.metric if call.binarized and call.rois else None,
-    )
-    images, skipped, stored = detect_objects(core, how, call, detector=service, service=service if call.rois else None)
-    if call.build:
-        build_index(core, service)
-    if call.index_values is not None:  # reached only when the index and build steps succeeded
-        set_index_settings(core, service.id, call.index_values)
-    search = call.search and call.rois
-    hits = search_objects(core, service, images, call) if search else [[[] for _ in i.objects] for i in images]
+def _object_predictions(outcome: calls.ObjectOutcome, call: ServiceCall, *, bbox: bool) -> list[Json]:
+    """A detector service's boxes (`classes`); with rois each box's own vector and hits (`rois`); with
+    multibox the query objects and the ranked images."""
     predictions: list[Json] = []
-    for image, found in zip(images, hits, strict=True):
+    for n, (image, found) in enumerate(zip(outcome.images, outcome.hits, strict=True)):
         entry: Json = {"uri": shown_uri(image)}
         if call.rois:
             entry["rois"] = [
@@ -459,15 +367,15 @@ def _predict_objects(core: Core, call: PredictCall) -> tuple[list[Json], int]:
                 for o, h in zip(image.objects, found, strict=True)
             ]
         else:
-            entry["classes"] = [found_class(o, with_bbox=call.bbox) for o in image.objects]
-        if image.stored_uri in stored:
+            entry["classes"] = [found_class(o, with_bbox=bbox) for o in image.objects]
+        if image.stored_uri in outcome.stored:
             entry["indexed"] = True
-        if search and call.multibox:  # DeepDetect's multibox answer: the query objects and the ranked images
+        if outcome.ranked is not None:  # DeepDetect's multibox answer: the query objects and the ranked images
             entry["classes"] = last_marked([found_class(o, with_bbox=True) for o in image.objects])
-            if ranked := ranked_nns(core, service, found):
+            if ranked := ranked_nns(outcome.ranked[n]):
                 entry["nns"] = ranked
         predictions.append(entry)
-    return predictions, skipped
+    return predictions
 
 
 @post("/predict", include_in_schema=False, status_code=HTTP_200_OK)

@@ -30,6 +30,7 @@ DD_FIELDS = {
     "k": "parameters.output.search_nn",
     "vector": "parameters.mllib.extract_layer",
     "metric": "parameters.output.metric",
+    **{key: f"parameters.output.{key}" for key in ("rois", "multibox_rois", "search", "build_index")},
     **{key: f"parameters.output.{key}" for key in INDEX_KEYS},
 }
 _INPUT_FIELDS = ("data", "index_uris", "parameters.input")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from typing import Annotated, Any
 
 import msgspec
@@ -15,8 +16,8 @@ from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import FromPath, JSONBody, MultipartBody, QueryParameter
 from litestar.status_codes import HTTP_200_OK, HTTP_201_CREATED, HTTP_204_NO_CONTENT
 
-from simsearch import services, store
-from simsearch.api.context import Core, admin_guard, core_of, read_guard
+from simsearch import queries, services, store
+from simsearch.api.context import admin_guard, core_of, read_guard
 from simsearch.api.native_common import (
     READS,
     SENDS,
@@ -24,12 +25,14 @@ from simsearch.api.native_common import (
     ImageId,
     OptionalBody,
     core_dependency,
-    data_as,
     fields_renamed,
     form_options,
-    is_directory,
+    image_as,
+    items_as,
+    one_file,
     problems,
     service_named,
+    storable,
 )
 from simsearch.api.native_objects import index_objects, index_plan
 from simsearch.api.schemas import (
@@ -37,6 +40,7 @@ from simsearch.api.schemas import (
     BuildRequest,
     Health,
     HitOut,
+    ImageItem,
     ImageOut,
     ImagePage,
     ImagePatch,
@@ -54,18 +58,25 @@ from simsearch.api.schemas import (
     UploadForm,
     UploadItem,
 )
+from simsearch.core import Core
 from simsearch.errors import BadInput
-from simsearch.index import build_generation, faiss_index, index_settings, stored_settings
-from simsearch.ingest import IngestReport, ingest
-from simsearch.search import SearchOptions, search_vectors
+from simsearch.index import INDEX_KEYS, build_generation, faiss_index, index_settings, stored_settings
+from simsearch.ingest import ingest
+from simsearch.queries import Found
+from simsearch.search import SearchOptions
 from simsearch.store import BuildRecord, ImageRecord, ServiceRecord
 
 
 def _service_out(core: Core, service: ServiceRecord) -> ServiceOut:
-    settings = stored_settings(service.index_settings)
     with core.engine.connect() as conn:
         count = store.count_vectors(conn, service.id)
         build = store.current_build(conn, service.id)
+    state = {
+        "vectors": count,
+        "generation": build.id if build else None,
+        "built_at": build.finished_at if build else None,
+    }
+    index = msgspec.convert(stored_settings(service.index_settings).to_dict() | state, IndexInfo)  # extra keys dropped
     return ServiceOut(
         name=service.name,
         kind="detector" if service.kind == "detector" else "extractor",
@@ -76,19 +87,7 @@ def _service_out(core: Core, service: ServiceRecord) -> ServiceOut:
         size=service.input_size,
         metric=service.metric,
         dimension=service.dim,
-        index=IndexInfo(
-            backend=settings.backend,
-            index_type=settings.index_type,
-            vectors=count,
-            generation=build.id if build else None,
-            built_at=build.finished_at if build else None,
-            train_samples=settings.train_samples,
-            nprobe=settings.nprobe,
-            ef_search=settings.ef_search,
-            ondisk=settings.ondisk,
-            n_trees=settings.n_trees,
-            search_k=settings.search_k,
-        ),
+        index=index,
         created_at=service.created_at,
     )
 
@@ -101,36 +100,17 @@ def _build_out(build: BuildRecord) -> BuildOut:
     return msgspec.convert(build, BuildOut, from_attributes=True)  # the record's extra fields are dropped
 
 
-def _ingest(
+def _whole_images(
     core: Core,
     service: ServiceRecord,
-    data: list[str | bytes],
-    *,
-    field: str = "items",
-    uris: list[str | None] | None = None,
-    metadata: list[dict[str, Any]] | None = None,
-    write: bool = True,
-) -> IngestReport:
-    if len(data) > core.settings.max_items:
-        raise BadInput(field, f"{len(data)} items; at most {core.settings.max_items} per call (SIMSEARCH_MAX_ITEMS)")
-    return ingest(
-        core.engine,
-        service,
-        services.extractor_for(service),
-        data,
-        roots=core.roots,
-        max_pixels=core.settings.max_pixels,
-        batch_size=core.settings.batch_size,
-        atomic=True,
-        uris=uris,
-        metadata=metadata,
-        write=write,
-        keep_vectors=True,
-        urls=core.urls,
+    data: Sequence[str | bytes],
+    uris: Sequence[str | None],
+    metadata: Sequence[dict[str, Any]],
+) -> IndexResult:
+    extractor = services.extractor_for(service, core.models)
+    report = ingest(
+        core.engine, service, extractor, data, core.intake, atomic=True, uris=uris, metadata=metadata, keep_vectors=True
     )
-
-
-def _index_result(report: IngestReport) -> IndexResult:
     images = [
         StoredImage(position=p.position, id=report.image_ids[p.stored_uri], uri=p.stored_uri)
         for p in report.predictions
@@ -138,39 +118,27 @@ def _index_result(report: IngestReport) -> IndexResult:
     return IndexResult(images=images, indexed=report.indexed, skipped=report.skipped, skipped_uris=report.skipped_uris)
 
 
-def _query_vector(core: Core, service: ServiceRecord, query: str | bytes, field: str) -> np.ndarray:
-    """The (1, dim) vector of one query image: a path, base64 bytes, a URL, or uploaded bytes."""
-    if isinstance(query, str) and is_directory(core, query):
-        raise BadInput(field, f"{query} is a directory; search with one image")
-    with fields_renamed(data_as(field)):
-        predictions = _ingest(core, service, [query], field=field, write=False).predictions
-    if len(predictions) != 1:
-        raise BadInput(field, "give exactly one image (a file, base64 bytes or a URL)")
-    return predictions[0].vector[None, :]
+def _index(
+    core: Core,
+    name: str,
+    options: IndexOptions,
+    data: Sequence[str | bytes],
+    items: Sequence[ImageItem | UploadItem],
+    rename: Callable[[str], str],
+) -> IndexResult:
+    """Whole images, or the objects found in them; the core's field names as the request's (`rename`)."""
+    service = service_named(core, name)
+    plan = index_plan(core, service, options)
+    uris, metadata = [i.uri for i in items], [i.metadata for i in items]
+    with fields_renamed(rename):
+        if plan is not None:
+            return index_objects(core, plan, data, uris, metadata)
+        return _whole_images(core, service, data, uris, metadata)
 
 
-def _search(
-    core: Core, service: ServiceRecord, queries: np.ndarray, k: int, where: dict[str, Any] | None, **knobs: int | None
-) -> SearchResult:
-    index = core.indexes.current(service)
-    options = SearchOptions(
-        where=where, nprobe=knobs.get("nprobe"), ef_search=knobs.get("ef_search"), search_k=knobs.get("search_k")
-    )
-    hits = search_vectors(core.engine, service, index, queries, k, options)[0]
+def _search_result(found: Found) -> SearchResult:
     return SearchResult(
-        results=[
-            HitOut(
-                image_id=h.image_id,
-                uri=h.uri,
-                distance=h.dist,
-                width=h.width,
-                height=h.height,
-                sha256=h.sha256,
-                metadata=h.metadata,
-            )
-            for h in hits
-        ],
-        generation=index.build.id if index is not None else None,
+        results=msgspec.convert(found.hits, list[HitOut], from_attributes=True), generation=found.generation
     )
 
 
@@ -186,9 +154,6 @@ def _upload_items(raw: str | None, count: int) -> list[UploadItem]:
         return [UploadItem() for _ in range(count)]
     if len(items) != count:
         raise BadInput("items", f"has {len(items)} objects for {count} files; give one per file")
-    for i, item in enumerate(items):
-        store.check_storable(item.uri, f"items[{i}].uri")
-        store.check_storable(item.metadata, f"items[{i}].metadata")
     return items
 
 
@@ -199,8 +164,19 @@ def _form_filter(raw: str | None) -> dict[str, Any] | None:
         where = msgspec.json.decode(raw, type=dict[str, Any] | None)
     except (msgspec.DecodeError, RecursionError) as exc:
         raise BadInput("filter", f"must be a JSON object: {exc}") from exc
-    store.check_storable(where, "filter")
+    storable(filter=where)
     return where
+
+
+def _query_vector(core: Core, service: ServiceRecord, data: SearchRequest) -> np.ndarray:
+    """The one query a search gives: an image, a stored image's id, or a vector."""
+    if len([x for x in (data.image, data.image_id, data.vector) if x is not None]) != 1:
+        raise BadInput("query", "give exactly one of image, image_id and vector")
+    if data.vector is not None:
+        return queries.given_vector(data.vector)
+    if data.image_id is not None:
+        return queries.stored_vector(core, service, data.image_id)
+    return queries.image_vector(core, service, str(data.image))
 
 
 class ServiceController(Controller):
@@ -219,34 +195,21 @@ class ServiceController(Controller):
     )
     def create_service(self, core: NamedDependency[Core], data: JSONBody[ServiceCreate]) -> ServiceOut:
         """Register a service: the model that makes vectors, and how they are indexed."""
-        for key in ("model", "weights", "layer", "index_type", "description"):
-            store.check_storable(getattr(data, key), key)
+        storable(index_type=data.index_type)  # services.create_service checks the model's strings
         if data.index_gpu:  # refused here when faiss cannot use a GPU; DeepDetect's face warns instead
             faiss_index.check_gpu(0)
-        settings = index_settings(
-            {
-                "index_type": data.index_type,
-                "train_samples": data.train_samples,
-                "nprobe": data.nprobe,
-                "ef_search": data.ef_search,
-                "ondisk": data.ondisk,
-                "index_backend": data.index_backend,
-                "n_trees": data.n_trees,
-                "search_k": data.search_k,
-                "index_gpu": data.index_gpu,
-            }
-        )
         record = services.create_service(
             core.engine,
+            core.models,
             data.name,
             model=data.model,
             weights=data.weights,
             layer=data.layer,
             size=data.size,
             metric=data.metric,
-            index=settings,
+            index=index_settings({key: getattr(data, key) for key in INDEX_KEYS if hasattr(data, key)}),
             description=data.description,
-            weights_roots=[*core.roots, core.settings.home],
+            weights_roots=core.weights_roots,
         )
         return _service_out(core, record)
 
@@ -266,7 +229,7 @@ class ServiceController(Controller):
     def delete_service(self, core: NamedDependency[Core], name: FromPath[str]) -> None:
         """Delete the service, its vectors, its index files, and the images no other service uses."""
         service = service_named(core, name)
-        record = services.remove_service(core.engine, service.name, clear="full", index_dir=core.settings.index_dir)
+        record = services.remove_service(core.engine, service.name, clear="full", index_dir=core.index_dir)
         core.indexes.forget(record.id)
 
     @post(
@@ -285,18 +248,8 @@ class ServiceController(Controller):
         cropped (`crop`) and embedded by this service; when this service is itself a detector, its boxes
         are indexed with its own box vectors (the boxes only, for a detector that makes none). Each image
         reports the objects stored; an image with none stores nothing (its `id` is null)."""
-        for i, item in enumerate(data.items):
-            store.check_storable(item.uri, f"items[{i}].uri")
-            store.check_storable(item.metadata, f"items[{i}].metadata")
-        store.check_storable(data.categories, "categories")
-        service = service_named(core, name)
-        plan = index_plan(core, service, data)
         content: list[str | bytes] = [item.data for item in data.items]
-        uris: list[str | None] = [item.uri for item in data.items]
-        metadata = [item.metadata for item in data.items]
-        if plan is not None:
-            return index_objects(core, plan, content, uris=uris, metadata=metadata)
-        return _index_result(_ingest(core, service, content, uris=uris, metadata=metadata))
+        return _index(core, name, data, content, data.items, items_as("items", "data"))
 
     @post(
         "/{name:str}/images/upload",
@@ -321,19 +274,8 @@ class ServiceController(Controller):
         items = _upload_items(data.items, len(files))
         options = form_options(data, IndexOptions)
         contents: list[str | bytes] = [await f.read() for f in files]
-        uris: list[str | None] = [i.uri for i in items]
-        metadata = [i.metadata for i in items]
-
-        def run() -> IndexResult:
-            service = service_named(core, name)
-            plan = index_plan(core, service, options)
-            with fields_renamed(data_as(r"files[\1]")):
-                if plan is not None:
-                    return index_objects(core, plan, contents, field="files", uris=uris, metadata=metadata)
-                report = _ingest(core, service, contents, field="files", uris=uris, metadata=metadata)
-            return _index_result(report)
-
-        return await to_thread.run_sync(run)
+        rename = items_as("files", "files")
+        return await to_thread.run_sync(lambda: _index(core, name, options, contents, items, rename))
 
     @post(
         "/{name:str}/search",
@@ -348,24 +290,10 @@ class ServiceController(Controller):
     ) -> SearchResult:
         """The k stored images nearest to a query image, a stored image, or a raw vector; `filter` keeps
         the images whose metadata contains it (and still answers k when k of them exist)."""
-        store.check_storable(data.filter, "filter")
-        store.check_storable(data.image, "image")
+        storable(filter=data.filter, image=data.image)
         service = service_named(core, name)
-        given = [x for x in (data.image, data.image_id, data.vector) if x is not None]
-        if len(given) != 1:
-            raise BadInput("query", "give exactly one of image, image_id and vector")
-        if data.vector is not None:
-            given_vector = np.asarray([data.vector], dtype=np.float64)
-            if not (np.abs(given_vector) <= np.finfo(np.float32).max).all():
-                raise BadInput("vector", "values must be finite float32 numbers")
-            queries = given_vector.astype(np.float32)
-        elif data.image_id is not None:
-            with core.engine.connect() as conn:
-                queries = store.image_vector(conn, service.id, data.image_id)[None, :]
-        else:
-            queries = _query_vector(core, service, str(data.image), "image")
-        knobs = {"nprobe": data.nprobe, "ef_search": data.ef_search, "search_k": data.search_k}
-        return _search(core, service, queries, data.k, data.filter, **knobs)
+        options = SearchOptions(where=data.filter, nprobe=data.nprobe, ef_search=data.ef_search, search_k=data.search_k)
+        return _search_result(queries.search_image(core, service, _query_vector(core, service, data), data.k, options))
 
     @post(
         "/{name:str}/search/upload",
@@ -381,14 +309,15 @@ class ServiceController(Controller):
         data: MultipartBody[SearchUploadForm],
     ) -> SearchResult:
         """The k stored images nearest to an uploaded image (multipart: `file`, optional `k`, `filter`)."""
-        if not isinstance(data.file, UploadFile):
-            raise BadInput("file", "send exactly one image as a file part named `file` (multipart/form-data)")
-        where = _form_filter(data.filter)
-        content = await data.file.read()
+        file = one_file(data.file)
+        options = SearchOptions(where=_form_filter(data.filter))
+        content = await file.read()
 
         def run() -> SearchResult:
             service = service_named(core, name)
-            return _search(core, service, _query_vector(core, service, content, "file"), data.k, where)
+            with fields_renamed(image_as("file")):
+                vector = queries.image_vector(core, service, content)
+            return _search_result(queries.search_image(core, service, vector, data.k, options))
 
         return await to_thread.run_sync(run)
 
@@ -407,9 +336,9 @@ class ServiceController(Controller):
         """Build a new index generation from Postgres and swap it in (answers when it is ready); a body is
         optional, its `index_type` overrides the service's for this generation."""
         index_type = data.index_type if data is not None else None
-        store.check_storable(index_type, "index_type")
+        storable(index_type=index_type)
         service = service_named(core, name)
-        build = build_generation(core.engine, service, core.settings.index_dir, index_type=index_type)
+        build = build_generation(core.engine, service, core.index_dir, index_type=index_type)
         core.indexes.invalidate(service.id)  # the next search here sees it (other processes hear NOTIFY)
         return _build_out(build)
 
@@ -458,7 +387,7 @@ class ImageController(Controller):
     @patch("/{image_id:int}", operation_id="updateImage", guards=[admin_guard], sync_to_thread=True, responses=SENDS)
     def update_image(self, core: NamedDependency[Core], image_id: ImageId, data: JSONBody[ImagePatch]) -> ImageOut:
         """Merge (or with replace=true, replace) the image's metadata; new keys win."""
-        store.check_storable(data.metadata, "metadata")
+        storable(metadata=data.metadata)
         with core.engine.begin() as conn:
             return _image_out(store.update_metadata(conn, image_id, data.metadata, replace=data.replace))
 

@@ -1,9 +1,8 @@
-"""What the native face's handlers share: OpenAPI problem entries, the core and service lookups, field
-renaming in errors, and the upload forms' JSON fields."""
+"""What the native face's handlers share: OpenAPI problem entries, the core and service lookups, the core's
+field names as the request's, and the upload forms' JSON fields."""
 
 from __future__ import annotations
 
-import os
 import re
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -12,12 +11,13 @@ from typing import Annotated, Any, TypeVar
 
 import msgspec
 from litestar import Request
+from litestar.datastructures import UploadFile
 from litestar.openapi import ResponseSpec
 from litestar.openapi.spec import Operation, RequestBody
 from litestar.params import FromPath, PathParameter
 
 from simsearch import services, store
-from simsearch.api.context import Core, core_of
+from simsearch.api.context import core_of
 from simsearch.api.errors import body_error
 from simsearch.api.schemas import (
     MAX_ID,
@@ -28,8 +28,8 @@ from simsearch.api.schemas import (
     RankOptions,
     UploadForm,
 )
+from simsearch.core import Core
 from simsearch.errors import BadInput, NotFound
-from simsearch.input import under_roots
 from simsearch.store import ServiceRecord
 
 ImageId = Annotated[int, PathParameter(ge=1, le=MAX_ID, description="A stored image id")]
@@ -83,7 +83,7 @@ def service_named(core: Core, name: FromPath[str]) -> ServiceRecord:
 
 @contextmanager
 def fields_renamed(rename: Callable[[str], str]) -> Iterator[None]:
-    """Core errors name `data[i]` (the position in the call); name the request's own field instead."""
+    """Core errors name the call's own fields (`data[i]`, `image`); name the request's fields instead."""
     try:
         yield
     except BadInput as exc:
@@ -93,28 +93,56 @@ def fields_renamed(rename: Callable[[str], str]) -> Iterator[None]:
         raise BadInput(field, exc.reason) from exc
 
 
-def data_as(name: str) -> Callable[[str], str]:
-    return lambda field: re.sub(r"^data\[(\d+)\]", name, field)
+_ITEM_FIELD = re.compile(r"^(data|index_uris|metadata)(?:\[(\d+)\])?(?!\w)")
+_PER_ITEM = {"index_uris": "uri", "metadata": "metadata"}
 
 
-def is_directory(core: Core, item: str) -> bool:
-    """A directory under the data roots (others are refused by ingest as outside the roots)."""
-    try:
-        return os.path.isdir(item) and under_roots(item, core.roots)
-    except (OSError, ValueError):
-        return False
+def items_as(whole: str, item: str) -> Callable[[str], str]:
+    """An indexing call's fields: the item count (`data`) as `whole`, `data[i]` as `item[i]`, an item's uri
+    (`index_uris[i]`) and metadata (`metadata[i]`) as `items[i].uri` and `items[i].metadata`."""
+
+    def rename(field: str) -> str:
+        found = _ITEM_FIELD.match(field)
+        if found is None:
+            return field
+        kind, i, rest = found[1], found[2], field[found.end() :]
+        if kind == "data":
+            return (whole if i is None else f"{item}[{i}]") + rest
+        return field if i is None else f"items[{i}].{_PER_ITEM[kind]}{rest}"
+
+    return rename
+
+
+def image_as(field: str) -> Callable[[str], str]:
+    """A query's errors name its image `image`; an upload's is `file`."""
+    return lambda given: re.sub(r"^image(?=$|[\[.])", field, given)
+
+
+def storable(**values: Any) -> None:  # noqa: ANN401 - any decoded JSON
+    """Refuse what Postgres cannot store, naming the field, where no core call checks it: a whole-image
+    search's filter, an index type, new metadata, the categories an indexing call keeps, a query image's text
+    (the input step refuses a NUL there too, less clearly). The core checks the rest: ingest an item's uri and
+    metadata, a query its filter and categories, create_service the model's strings."""
+    for field, value in values.items():
+        store.check_storable(value, field)
+
+
+def one_file(given: object) -> UploadFile:
+    """The one query image of an upload form."""
+    if not isinstance(given, UploadFile):
+        raise BadInput("file", "send exactly one image as a file part named `file` (multipart/form-data)")
+    return given
 
 
 def _form_json(raw: str | None, field: str) -> Any:  # noqa: ANN401 - any JSON value
-    """A form field that holds JSON (crop, filter, category lists); None when left empty."""
+    """A form field that holds JSON (crop, filter, category lists); None when left empty. What Postgres cannot
+    store is refused by the core call that receives it, as for the JSON body."""
     if raw is None or not raw.strip():
         return None
     try:
-        value = msgspec.json.decode(raw)
+        return msgspec.json.decode(raw)
     except (msgspec.DecodeError, RecursionError) as exc:
         raise BadInput(field, f"must be JSON: {exc}") from exc
-    store.check_storable(value, field)
-    return value
 
 
 _Options = TypeVar("_Options", IndexOptions, ObjectOptions, RankOptions)

@@ -3,36 +3,35 @@ their objects' similarity, and an image's stored objects."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import msgspec
 from anyio import to_thread
 from litestar import Controller, get, post
-from litestar.datastructures import UploadFile
 from litestar.di import NamedDependency, Provide
 from litestar.handlers import HTTPRouteHandler
 from litestar.params import FromPath, JSONBody, MultipartBody
 from litestar.status_codes import HTTP_200_OK
 
-from simsearch import objects, store
-from simsearch.api.context import Core, read_guard
+from simsearch import objects, queries, store
+from simsearch.api.context import read_guard
 from simsearch.api.native_common import (
     READS,
     ImageId,
     core_dependency,
-    data_as,
     fields_renamed,
     form_options,
-    is_directory,
+    image_as,
+    one_file,
     problems,
     service_named,
+    storable,
 )
 from simsearch.api.schemas import (
-    Crop,
     FoundObject,
     IndexOptions,
     IndexResult,
-    Match,
     Neighbour,
     ObjectOptions,
     ObjectSearchForm,
@@ -47,89 +46,42 @@ from simsearch.api.schemas import (
     StoredImage,
     StoredObject,
 )
-from simsearch.errors import BadInput
-from simsearch.objects import CropOptions, ObjectImage, ObjectReport, Plan, plan
-from simsearch.search import SearchOptions
-from simsearch.store import Hit, ObjectRecord, RankedImage, ServiceRecord
+from simsearch.core import Core
+from simsearch.objects import Plan
+from simsearch.queries import FoundObjects, ObjectQuery
+from simsearch.store import ServiceRecord
 
 
-def _object_plan(
-    core: Core,
-    service: ServiceRecord,
-    *,
-    detector: str | None,
-    crop: Crop | None,
-    threshold: float,
-    categories: list[str] | None,
-    search: bool,
-) -> Plan | None:
-    """`objects.plan` for a request; `crop`, `confidence_threshold` and `categories` without any object
-    pipeline are refused rather than ignored."""
-    options = CropOptions(**msgspec.structs.asdict(crop)) if crop is not None else None
-    found = plan(
-        core.engine,
-        service,
-        detector,
-        crop=options,
-        confidence_threshold=threshold,
-        categories=categories,
-        search=search,
-    )
-    if found is None:
-        for field, given in (("crop", crop), ("confidence_threshold", threshold or None), ("categories", categories)):
-            if given is not None:
-                raise BadInput(field, "applies to objects only: name a detector service in `detector`")
-    return found
+def object_query(given: ObjectOptions) -> ObjectQuery:
+    """The request's options as the core's query (the same field names; lists become tuples)."""
+    return msgspec.convert(given, ObjectQuery, from_attributes=True)
 
 
 def index_plan(core: Core, service: ServiceRecord, options: IndexOptions) -> Plan | None:
     """The object pipeline of an indexing call (JSON body or upload form); None for whole images."""
-    return _object_plan(
-        core,
-        service,
+    storable(categories=options.categories)
+    categories = tuple(options.categories) if options.categories is not None else None
+    query = ObjectQuery(
         detector=options.detector,
         crop=options.crop,
-        threshold=options.confidence_threshold,
-        categories=options.categories,
-        search=False,
+        confidence_threshold=options.confidence_threshold,
+        query_categories=categories,  # the boxes kept, as a query's own objects are
     )
-
-
-def _box(values: Any) -> list[float]:  # noqa: ANN401 - a tuple or a JSON array of four numbers
-    return [float(v) for v in values]
+    return queries.object_plan(core, service, query, search=False)
 
 
 def index_objects(
-    core: Core,
-    plan: Plan,
-    data: list[str | bytes],
-    *,
-    field: str = "items",
-    uris: list[str | None] | None = None,
-    metadata: list[dict[str, Any]] | None = None,
+    core: Core, plan: Plan, data: Sequence[str | bytes], uris: Sequence[str | None], metadata: Sequence[dict[str, Any]]
 ) -> IndexResult:
-    if len(data) > core.settings.max_items:
-        raise BadInput(field, f"{len(data)} items; at most {core.settings.max_items} per call (SIMSEARCH_MAX_ITEMS)")
-    report: ObjectReport = objects.index_objects(
-        core.engine,
-        plan.detector,
-        plan.service,
-        data,
-        plan.how,
-        roots=core.roots,
-        max_pixels=core.settings.max_pixels,
-        batch_size=core.settings.batch_size,
-        atomic=True,
-        uris=uris,
-        metadata=metadata,
-        urls=core.urls,
+    report = objects.index_objects(
+        core.engine, plan.detector, plan.service, data, plan.how, core.intake, atomic=True, uris=uris, metadata=metadata
     )
     images = [
         StoredImage(
             position=i.position,
             id=report.image_ids[i.stored_uri] if i.objects else None,
             uri=i.stored_uri,
-            objects=[FoundObject(bbox=_box(o.bbox), category=o.category, prob=o.prob) for o in i.objects],
+            objects=msgspec.convert(i.objects, list[FoundObject], from_attributes=True),
         )
         for i in report.images
     ]
@@ -142,130 +94,27 @@ def index_objects(
     )
 
 
-def _query_objects(core: Core, plan: Plan, query: str | bytes, field: str) -> ObjectImage:
-    """One query image with the objects found in it (nothing is written)."""
-    if isinstance(query, str) and is_directory(core, query):
-        raise BadInput(field, f"{query} is a directory; search with one image")
-    with fields_renamed(data_as(field)):
-        found = [
-            image
-            for batch, _ in objects.find_objects(
-                [query], plan.how, roots=core.roots, max_pixels=core.settings.max_pixels, batch_size=1, urls=core.urls
-            )
-            for image in batch
-        ]
-    if len(found) != 1:
-        raise BadInput(field, "give exactly one image (a file, base64 bytes or a URL)")
-    return found[0]
-
-
-def _object_search(
-    core: Core, service: ServiceRecord, query: str | bytes, field: str, given: ObjectOptions
-) -> tuple[ServiceRecord, ObjectImage, list[list[Hit]], int | None]:
-    """Detect the query image's objects and find each one's k nearest stored objects: the service that
-    answered, the query image, the hits per query object, and the index generation used."""
-    for key in ("filter", "categories", "query_categories"):
-        store.check_storable(getattr(given, key), key)
-    plan = _object_plan(
-        core,
-        service,
-        detector=given.detector,
-        crop=given.crop,
-        threshold=given.confidence_threshold,
-        categories=given.query_categories,
-        search=True,
-    )
-    if plan is None or plan.service is None:  # refused by _object_plan already when searching
-        raise BadInput("detector", f"{service.name} makes no object vectors to search")
-    image = _query_objects(core, plan, query, field)
-    index = core.indexes.current(plan.service)
-    options = SearchOptions(
-        where=given.filter,
-        categories=tuple(given.categories) if given.categories is not None else None,
-        nprobe=given.nprobe,
-        ef_search=given.ef_search,
-        search_k=given.search_k,
-    )
-    hits = objects.search_objects(core.engine, plan.service, index, [image], given.k, options)[0]
-    return plan.service, image, hits, index.build.id if index is not None else None
-
-
-def _neighbour(hit: Hit) -> Neighbour:
-    return Neighbour(
-        image_id=hit.image_id,
-        uri=hit.uri,
-        dist=hit.dist,
-        roi_id=hit.roi_id,
-        embedding_id=hit.embedding_id,
-        bbox=_box(hit.bbox) if hit.bbox is not None else None,
-        category=hit.category,
-        prob=hit.prob,
-        width=hit.width,
-        height=hit.height,
-        metadata=hit.metadata,
-    )
-
-
-def _search_result(image: ObjectImage, hits: list[list[Hit]], generation: int | None) -> ObjectSearchResult:
+def _search_result(found: FoundObjects) -> ObjectSearchResult:
     return ObjectSearchResult(
         query_objects=[
             QueryObjectHits(
-                bbox=_box(o.bbox), category=o.category, prob=o.prob, neighbours=[_neighbour(h) for h in found]
+                bbox=list(o.bbox),
+                category=o.category,
+                prob=o.prob,
+                neighbours=msgspec.convert(hits, list[Neighbour], from_attributes=True),
             )
-            for o, found in zip(image.objects, hits, strict=True)
+            for o, hits in zip(found.query.objects, found.hits, strict=True)
         ],
-        generation=generation,
+        generation=found.generation,
     )
 
 
-def _ranked(image: RankedImage) -> RankedImageOut:
-    return RankedImageOut(
-        image_id=image.image_id,
-        uri=image.uri,
-        score=image.score,
-        hit_count=image.hit_count,
-        query_count=image.query_count,
-        mean_dist=image.mean_dist,
-        min_dist=image.min_dist,
-        width=image.width,
-        height=image.height,
-        sha256=image.sha256,
-        metadata=image.metadata,
-        matches=msgspec.convert(image.matches, list[Match]),
-    )
-
-
-def _similar_objects(
-    core: Core, service: ServiceRecord, query: str | bytes, field: str, given: RankOptions
-) -> SimilarObjectsResult:
-    """The images ranked by their objects' hits (sql/functions/rank_images.sql does the ranking)."""
-    answering, image, hits, generation = _object_search(core, service, query, field, given)
-    ranked = objects.rank_images(
-        core.engine,
-        answering,
-        hits,
-        score=given.score,
-        categories=given.categories,
-        where=given.filter,
-        limit=given.limit,
-    )
+def _similar(core: Core, service: ServiceRecord, image: str | bytes, query: ObjectQuery) -> SimilarObjectsResult:
+    ranked = queries.similar_images(core, service, image, query)
     return SimilarObjectsResult(
-        query_objects=[FoundObject(bbox=_box(o.bbox), category=o.category, prob=o.prob) for o in image.objects],
-        images=[_ranked(r) for r in ranked],
-        generation=generation,
-    )
-
-
-def _stored_object(record: ObjectRecord) -> StoredObject:
-    return StoredObject(
-        roi_id=record.roi_id,
-        image_id=record.image_id,
-        bbox=_box(record.bbox),
-        category=record.category,
-        prob=record.prob,
-        detector=record.detector,
-        embedded_by=record.embedded_by,
-        created_at=record.created_at,
+        query_objects=msgspec.convert(ranked.query.objects, list[FoundObject], from_attributes=True),
+        images=msgspec.convert(ranked.images, list[RankedImageOut], from_attributes=True),
+        generation=ranked.generation,
     )
 
 
@@ -292,10 +141,9 @@ class ServiceObjectController(Controller):
         service: with `detector`, that detector service finds them and this service embeds each crop;
         without, this service must be a detector with box vectors. `categories` keeps stored objects of
         those categories, `filter` images whose metadata contains it."""
-        store.check_storable(data.image, "image")
+        storable(image=data.image)
         service = service_named(core, name)
-        _, image, hits, generation = _object_search(core, service, data.image, "image", data)
-        return _search_result(image, hits, generation)
+        return _search_result(queries.query_objects(core, service, data.image, object_query(data)))
 
     @post(
         "/{name:str}/objects/search/upload",
@@ -309,15 +157,14 @@ class ServiceObjectController(Controller):
     ) -> ObjectSearchResult:
         """The object search of an uploaded query image (multipart: `file`, and the JSON body's other
         fields; `crop` and `filter` as JSON objects, the category lists as JSON arrays)."""
-        if not isinstance(data.file, UploadFile):
-            raise BadInput("file", "send exactly one image as a file part named `file` (multipart/form-data)")
-        given = form_options(data, ObjectOptions)
-        content = await data.file.read()
+        file = one_file(data.file)
+        query = object_query(form_options(data, ObjectOptions))
+        content = await file.read()
 
         def run() -> ObjectSearchResult:
             service = service_named(core, name)
-            _, image, hits, generation = _object_search(core, service, content, "file", given)
-            return _search_result(image, hits, generation)
+            with fields_renamed(image_as("file")):
+                return _search_result(queries.query_objects(core, service, content, query))
 
         return await to_thread.run_sync(run)
 
@@ -336,9 +183,8 @@ class ServiceObjectController(Controller):
         object search (k neighbours per query object), then the hits aggregated per image in SQL by
         `score` (mean or min distance ascending, count of query objects or sum of 1 / (1 + distance)
         descending; ties by mean distance, then image id)."""
-        store.check_storable(data.image, "image")
-        service = service_named(core, name)
-        return _similar_objects(core, service, data.image, "image", data)
+        storable(image=data.image)
+        return _similar(core, service_named(core, name), data.image, object_query(data))
 
     @post(
         "/{name:str}/images/similar-objects/upload",
@@ -352,13 +198,14 @@ class ServiceObjectController(Controller):
     ) -> SimilarObjectsResult:
         """The images ranked by their objects' similarity to those of an uploaded query image (multipart:
         `file`, and the JSON body's other fields)."""
-        if not isinstance(data.file, UploadFile):
-            raise BadInput("file", "send exactly one image as a file part named `file` (multipart/form-data)")
-        given = form_options(data, RankOptions)
-        content = await data.file.read()
+        file = one_file(data.file)
+        query = object_query(form_options(data, RankOptions))
+        content = await file.read()
 
         def run() -> SimilarObjectsResult:
-            return _similar_objects(core, service_named(core, name), content, "file", given)
+            service = service_named(core, name)
+            with fields_renamed(image_as("file")):
+                return _similar(core, service, content, query)
 
         return await to_thread.run_sync(run)
 
@@ -383,7 +230,7 @@ class ImageObjectController(Controller):
         services that store a vector of it."""
         with core.engine.connect() as conn:
             store.get_image(conn, image_id)  # NotFound for an unknown image
-            return [_stored_object(o) for o in store.image_objects(conn, image_id)]
+            return msgspec.convert(store.image_objects(conn, image_id), list[StoredObject], from_attributes=True)
 
 
 ROUTES: list[type[Controller] | HTTPRouteHandler] = [ServiceObjectController, ImageObjectController]

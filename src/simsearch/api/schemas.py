@@ -10,6 +10,10 @@ from typing import Annotated, Any, Literal
 import msgspec
 from litestar.datastructures import UploadFile
 
+# the core's own types, re-exported: a request decodes straight into them (the OpenAPI component is "Crop")
+from simsearch.input import Crop as Crop
+from simsearch.store import Score as Score
+
 Name = Annotated[str, msgspec.Meta(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9_-]+$", examples=["photos"])]
 PositiveInt = Annotated[int, msgspec.Meta(ge=1, le=1_000_000)]
 MAX_ID = 2**53 - 1  # ids above cannot be exact in a JSON number (nor in OpenAPI's maximum, a float)
@@ -19,7 +23,6 @@ Metadata = Annotated[dict[str, Any], msgspec.Meta(examples=[{"label": "cat", "sk
 Filter = Annotated[
     dict[str, Any], msgspec.Meta(description="jsonb containment on image metadata", examples=[{"label": "cat"}])
 ]
-Score = Literal["mean", "min", "count", "sum_similarity"]
 Limit = Annotated[int, msgspec.Meta(ge=1, le=1000, description="How many images to return")]
 Category = Annotated[str, msgspec.Meta(min_length=1, max_length=200, examples=["face"])]
 Categories = Annotated[list[Category], msgspec.Meta(min_length=1, max_length=1000)]
@@ -137,19 +140,6 @@ class UploadItem(msgspec.Struct, forbid_unknown_fields=True):
 
     uri: Annotated[str, msgspec.Meta(min_length=1, max_length=4096)] | None = None
     metadata: Metadata = msgspec.field(default_factory=dict)
-
-
-class Crop(msgspec.Struct, forbid_unknown_fields=True):
-    """How each detected box is cut out before the extractor embeds it (DeepDetect's chain `crop`)."""
-
-    padding_ratio: Annotated[
-        float, msgspec.Meta(ge=0, le=10, description="Grow the box by this share of its width (height) on each side")
-    ] = 0.0
-    fixed_width: Annotated[int, msgspec.Meta(ge=0, le=100_000, description="> 0: exactly this wide")] = 0
-    fixed_height: Annotated[int, msgspec.Meta(ge=0, le=100_000, description="> 0: exactly this high")] = 0
-    min_width: Annotated[int, msgspec.Meta(ge=0, le=100_000, description="Narrower boxes are dropped")] = 0
-    min_height: Annotated[int, msgspec.Meta(ge=0, le=100_000, description="Lower boxes are dropped")] = 0
-    force_square: bool = False  # grow the shorter side to the longer one
 
 
 class IndexOptions(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
@@ -406,7 +396,7 @@ class StoredObject(msgspec.Struct):
 class HitOut(msgspec.Struct):
     image_id: int
     uri: str
-    distance: float
+    dist: float = msgspec.field(name="distance")  # `distance` on the wire; named as Hit names it, so a hit converts
     width: int
     height: int
     sha256: str

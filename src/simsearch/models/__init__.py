@@ -12,6 +12,7 @@ from simsearch.models.spec import ModelSpec, is_packaged, packaged_weights
 
 if TYPE_CHECKING:
     from simsearch.models.boxes import Detections, Detector
+    from simsearch.models.cache import ModelCache
     from simsearch.models.detect import detector_models, is_detector, load_detector
     from simsearch.models.extract import Extractor, load_extractor
 
@@ -19,6 +20,7 @@ __all__ = [
     "Detections",
     "Detector",
     "Extractor",
+    "ModelCache",
     "ModelSpec",
     "detector_models",
     "is_detector",
@@ -28,6 +30,7 @@ __all__ = [
 ]
 
 _LAZY = {
+    "ModelCache": "cache",
     "Extractor": "extract",
     "load_extractor": "extract",
     "Detections": "boxes",

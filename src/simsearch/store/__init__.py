@@ -17,10 +17,11 @@ from simsearch.store.embedded import embedded_postgres
 from simsearch.store.hits import join_hits
 from simsearch.store.images import get_image, image_ids, image_vector, list_images, update_metadata
 from simsearch.store.notify import CHANNEL, announce_generation, listen_generations
-from simsearch.store.objects import SCORES, category_ids, image_objects, rank_images, replace_objects
+from simsearch.store.objects import category_ids, image_objects, rank_images, replace_objects
 from simsearch.store.outage import database_unavailable
 from simsearch.store.read import VectorSet, max_embedding_id, read_recent_vectors, read_service_vectors
 from simsearch.store.records import (
+    SCORES,
     BuildRecord,
     Hit,
     ImageRecord,
@@ -28,6 +29,7 @@ from simsearch.store.records import (
     NewObject,
     ObjectRecord,
     RankedImage,
+    Score,
     ServiceRecord,
 )
 from simsearch.store.services import (
@@ -56,6 +58,7 @@ __all__ = [
     "NewObject",
     "ObjectRecord",
     "RankedImage",
+    "Score",
     "ServiceRecord",
     "Timeouts",
     "VectorSet",

@@ -13,9 +13,7 @@ import numpy as np
 from sqlalchemy import Connection, text
 
 from simsearch.store.read import raw_connection
-from simsearch.store.records import NewObject, ObjectRecord, RankedImage
-
-SCORES = ("mean", "min", "count", "sum_similarity")
+from simsearch.store.records import SCORES, NewObject, ObjectRecord, RankedImage, Score
 
 
 def category_ids(conn: Connection, names: Sequence[str]) -> dict[str, int]:
@@ -66,6 +64,21 @@ def replace_objects(
     if not objects:
         return []
     categories = category_ids(conn, [o.category for o in objects if o.category is not None])
+    roi_ids = _roi_ids(conn, detector_id, image_ids, objects, categories)
+    if service_id is not None:
+        _copy_vectors(conn, service_id, [(o, r) for o, r in zip(objects, roi_ids, strict=True) if o.vector is not None])
+    return roi_ids
+
+
+def _roi_ids(
+    conn: Connection,
+    detector_id: int,
+    image_ids: Sequence[int],
+    objects: Sequence[NewObject],
+    categories: dict[str, int],
+) -> list[int]:
+    """Each object's roi row: the detector's stored box of the same image, category and coordinates, else
+    a new row (COPY)."""
     kept = conn.execute(
         text(
             "SELECT id, image_id, category_id, bbox_xmin, bbox_ymin, bbox_xmax, bbox_ymax FROM roi"
@@ -83,32 +96,34 @@ def replace_objects(
             existing[key] = -1 - len(new_rows)  # placeholder: the n-th new row
             new_rows.append((obj.image_id, obj, category_id))
         roi_ids.append(existing[key])
-    if new_rows:
-        # ids drawn first, so each object knows its row without relying on the order of RETURNING
-        fresh = conn.execute(
-            text("SELECT nextval(pg_get_serial_sequence('roi', 'id')) FROM generate_series(1, :n)"),
-            {"n": len(new_rows)},
-        ).scalars()
-        new_ids = [int(i) for i in fresh]
-        with (
-            raw_connection(conn).cursor() as cur,
-            cur.copy(
-                "COPY roi (id, image_id, service_id, category_id, prob, bbox_xmin, bbox_ymin, bbox_xmax, bbox_ymax)"
-                " FROM STDIN"
-            ) as copy,
-        ):
-            for roi_id, (image_id, obj, category_id) in zip(new_ids, new_rows, strict=True):
-                copy.write_row((roi_id, image_id, detector_id, category_id, float(obj.prob), *map(float, obj.bbox)))
-        roi_ids = [new_ids[-1 - i] if i < 0 else i for i in roi_ids]
-    if service_id is not None:
-        with_vectors = [(o, r) for o, r in zip(objects, roi_ids, strict=True) if o.vector is not None]
-        if with_vectors:
-            sql = "COPY embedding (service_id, image_id, roi_id, vector) FROM STDIN (FORMAT BINARY)"
-            with raw_connection(conn).cursor() as cur, cur.copy(sql) as copy:
-                copy.set_types(["int4", "int8", "int8", "vector"])
-                for obj, roi_id in with_vectors:
-                    copy.write_row((service_id, obj.image_id, roi_id, np.asarray(obj.vector, np.float32)))
-    return roi_ids
+    if not new_rows:
+        return roi_ids
+    # ids drawn first, so each object knows its row without relying on the order of RETURNING
+    fresh = conn.execute(
+        text("SELECT nextval(pg_get_serial_sequence('roi', 'id')) FROM generate_series(1, :n)"),
+        {"n": len(new_rows)},
+    ).scalars()
+    new_ids = [int(i) for i in fresh]
+    with (
+        raw_connection(conn).cursor() as cur,
+        cur.copy(
+            "COPY roi (id, image_id, service_id, category_id, prob, bbox_xmin, bbox_ymin, bbox_xmax, bbox_ymax)"
+            " FROM STDIN"
+        ) as copy,
+    ):
+        for roi_id, (image_id, obj, category_id) in zip(new_ids, new_rows, strict=True):
+            copy.write_row((roi_id, image_id, detector_id, category_id, float(obj.prob), *map(float, obj.bbox)))
+    return [new_ids[-1 - i] if i < 0 else i for i in roi_ids]
+
+
+def _copy_vectors(conn: Connection, service_id: int, with_vectors: list[tuple[NewObject, int]]) -> None:
+    if not with_vectors:
+        return
+    sql = "COPY embedding (service_id, image_id, roi_id, vector) FROM STDIN (FORMAT BINARY)"
+    with raw_connection(conn).cursor() as cur, cur.copy(sql) as copy:
+        copy.set_types(["int4", "int8", "int8", "vector"])
+        for obj, roi_id in with_vectors:
+            copy.write_row((service_id, obj.image_id, roi_id, np.asarray(obj.vector, np.float32)))
 
 
 def image_objects(conn: Connection, image_id: int) -> list[ObjectRecord]:
@@ -149,7 +164,7 @@ def rank_images(
     embedding_ids: Sequence[int],
     dists: Sequence[float],
     *,
-    score: str = "mean",
+    score: Score = "mean",
     categories: Sequence[str] | None = None,
     where: dict[str, Any] | None = None,
     limit: int = 10,

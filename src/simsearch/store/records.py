@@ -4,9 +4,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal, get_args
 
 from simsearch.models.spec import Metric, ModelSpec
+
+# How images are ranked by their objects' hits (sql/functions/rank_images.sql): mean or min distance
+# ascending, count of query objects hit or the sum of 1 / (1 + distance) descending.
+Score = Literal["mean", "min", "count", "sum_similarity"]
+SCORES: tuple[Score, ...] = get_args(Score)
 
 
 @dataclass(frozen=True, slots=True)

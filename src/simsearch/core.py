@@ -1,0 +1,80 @@
+"""Core: what every core call runs on (the database, the input limits, the loaded models and indexes, where
+index files live), built once per process by the app's lifespan and by each CLI command.
+
+The one module below the faces that reads `Settings`, and only here, to turn them into these plain parts.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import Engine
+
+from simsearch import models, store
+from simsearch.index import IndexCache
+from simsearch.input import Intake, UrlPolicy
+from simsearch.settings import Settings
+
+if TYPE_CHECKING:  # the cache's module imports torch: a CLI command that opens only the database stays fast
+    from simsearch.models import ModelCache
+
+
+@dataclass(frozen=True, slots=True)
+class Core:
+    engine: Engine
+    intake: Intake
+    models: ModelCache
+    indexes: IndexCache
+    index_dir: Path  # generations' files, one folder per service
+    home: Path  # SIMSEARCH_HOME: weights files may also live here
+
+    @property
+    def weights_roots(self) -> list[Path]:
+        """Where a service's weights file may be read from."""
+        return [*self.intake.roots, self.home]
+
+
+def intake_of(settings: Settings, *, bounded: bool = True, urls: bool = True) -> Intake:
+    """The settings' input limits; `bounded=False` lifts the per-call item limit (the CLI commits per batch),
+    `urls=False` refuses URLs whatever the settings allow (the CLI reads local files only)."""
+    policy = (
+        UrlPolicy(
+            allow_private=settings.allow_private_urls,
+            timeout_s=settings.url_timeout_s,
+            max_bytes=settings.max_url_bytes,
+        )
+        if settings.allow_urls and urls
+        else None
+    )
+    return Intake(
+        roots=tuple(settings.data_roots),
+        max_pixels=settings.max_pixels,
+        batch_size=settings.batch_size,
+        max_items=settings.max_items if bounded else None,
+        urls=policy,
+    )
+
+
+def open_engine(settings: Settings, url: str, **options: Any) -> Engine:  # noqa: ANN401 - make_engine's
+    """An engine on `url` with the settings' timeouts (`options` go to `store.make_engine`)."""
+    timeouts = store.Timeouts(
+        connect_s=settings.db_connect_timeout_s,
+        statement_s=settings.db_statement_timeout_s,
+        lock_s=settings.db_lock_timeout_s,
+        pool_s=settings.db_pool_timeout_s,
+    )
+    return store.make_engine(url, timeouts=timeouts, **options)
+
+
+def make_core(settings: Settings, engine: Engine, *, bounded: bool = True, urls: bool = True) -> Core:
+    """The process's core over an open (migrated) engine; the caller owns the engine and closes the caches."""
+    return Core(
+        engine=engine,
+        intake=intake_of(settings, bounded=bounded, urls=urls),
+        models=models.ModelCache(),
+        indexes=IndexCache(engine),
+        index_dir=settings.index_dir,
+        home=settings.home,
+    )
