@@ -1,5 +1,6 @@
 """Fixtures: one real PostgreSQL (embedded, or DATABASE_URL) per session, a fresh database per module,
-migrated with Alembic; real models with seeded random weights; images drawn in the test."""
+migrated with Alembic; real models with seeded random weights, loaded once per session; a core for the
+core-level tests; the environment of a simsearch subprocess; images drawn in the test."""
 
 from __future__ import annotations
 
@@ -21,9 +22,14 @@ from sqlalchemy.engine import make_url
 from tests.ddwire import check_every_response
 
 from simsearch import services, store
-from simsearch.api import create_app
+from simsearch.core import Core
+from simsearch.index import IndexCache
+from simsearch.input import Intake
+from simsearch.models import ModelCache
 from simsearch.settings import Settings
 from simsearch.store import ServiceRecord
+
+MAX_PIXELS = 10_000_000  # the core tests' pixel limit (the drawn images are 96 x 128)
 
 
 @pytest.fixture(scope="session")
@@ -68,6 +74,31 @@ def data_dir(tmp_path: Path) -> Path:
     return folder
 
 
+def subprocess_env(home: Path, *, database_url: str | None, data: Path | None = None, **extra: str) -> dict[str, str]:
+    """The environment of a `simsearch` subprocess: this process's, with its own SIMSEARCH_HOME, database
+    (None: no DATABASE_URL at all, so the CLI starts its embedded server under `home`) and data root (None:
+    none), Python's warnings off and a wide terminal (tables and help are not wrapped); `extra` adds or
+    replaces variables."""
+    env = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"}
+    env |= {"SIMSEARCH_HOME": str(home), "PYTHONWARNINGS": "ignore", "COLUMNS": "200"}
+    if database_url is not None:
+        env["DATABASE_URL"] = database_url
+    if data is not None:
+        env["SIMSEARCH_DATA_ROOTS"] = str(data)
+    return env | extra
+
+
+@pytest.fixture
+def env(server_url: str, tmp_path: Path, data_dir: Path, request: pytest.FixtureRequest) -> dict[str, str]:
+    """The environment of one test's `simsearch` subprocesses: a fresh (unmigrated) database, its own home,
+    data_dir as the one data root."""
+    home = tmp_path / "home"
+    home.mkdir()
+    module = request.module.__name__.rsplit(".", 1)[-1].removeprefix("test_")
+    database_url = _fresh_database(server_url, f"{module}_{tmp_path.name[-20:]}".lower())
+    return subprocess_env(home, database_url=database_url, data=data_dir)
+
+
 def draw_image(seed: int, size: tuple[int, int] = (96, 128)) -> np.ndarray:
     """A distinct RGB picture per seed: coloured rectangles and circles on a gradient."""
     rng = np.random.default_rng(seed)
@@ -94,12 +125,46 @@ def make_folder(folder: Path, count: int, *, start: int = 0, ext: str = ".png") 
     return [write_image(folder / f"img{start + i:03d}{ext}", draw_image(start + i)) for i in range(count)]
 
 
+@pytest.fixture(scope="session")
+def models() -> Iterator[ModelCache]:
+    """The session's loaded models: each test model is loaded once, whichever test needs it first."""
+    cache = ModelCache()
+    yield cache
+    cache.unload()
+
+
+def intake(*roots: Path, max_pixels: int = MAX_PIXELS, batch_size: int = 4, max_items: int | None = None) -> Intake:
+    """The input limits of a core test: files under `roots`, small batches (several per call), no URLs."""
+    return Intake(roots=tuple(roots), max_pixels=max_pixels, batch_size=batch_size, max_items=max_items)
+
+
+@pytest.fixture
+def core(engine: Engine, models: ModelCache, data_dir: Path, tmp_path: Path) -> Core:
+    """The core of one test, on this module's database: data_dir is its one data root, index files go
+    under tmp_path."""
+    return Core(
+        engine=engine,
+        intake=intake(data_dir),
+        models=models,
+        indexes=IndexCache(engine),  # not listening: each lookup asks Postgres, no thread to stop
+        index_dir=tmp_path / "indexes",
+        home=tmp_path / "home",
+    )
+
+
 def new_service(
-    engine: Engine, *, model: str = "resnet18", metric: str = "l2", size: int = 64, index_type: str = "Flat"
+    engine: Engine,
+    models: ModelCache,
+    *,
+    model: str = "resnet18",
+    metric: str = "l2",
+    size: int = 64,
+    index_type: str = "Flat",
 ) -> ServiceRecord:
     """A service with seeded random weights (offline); small input size keeps tests fast."""
     return services.create_service(
         engine,
+        models,
         f"svc_{uuid.uuid4().hex[:8]}",
         model=model,
         weights="none",
@@ -130,6 +195,8 @@ def api_settings(home: Path, data: Path, **overrides: object) -> Settings:
 def client(engine: Engine, api_home: Path, api_data: Path) -> Iterator[TestClient[Litestar]]:
     """Litestar's test client over the real app, on this module's migrated database. Every DeepDetect-face
     response it receives is checked against the contract's envelope rules (tests/ddwire.py)."""
+    from simsearch.api import create_app  # here: the core tests run without importing the HTTP faces
+
     app = create_app(api_settings(api_home, api_data), engine=engine)
     with TestClient(app) as test_client:
         yield check_every_response(test_client)

@@ -3,8 +3,6 @@ concurrent clients."""
 
 from __future__ import annotations
 
-import os
-import socket
 import subprocess
 import time
 from collections.abc import Iterator
@@ -14,28 +12,16 @@ from typing import Any
 
 import httpx
 import pytest
-from tests.conftest import _fresh_database, make_folder
+from tests.conftest import _fresh_database, make_folder, subprocess_env
 from tests.ddwire import check_envelope
+from tests.own_postgres import free_port
 from tests.test_cli import SIMSEARCH
 
 pytestmark = pytest.mark.slow
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def _server_env(server_url: str, home: Path, data: Path, name: str, **extra: str) -> dict[str, str]:
-    return {
-        **os.environ,
-        "DATABASE_URL": _fresh_database(server_url, name),
-        "SIMSEARCH_HOME": str(home),
-        "SIMSEARCH_DATA_ROOTS": str(data),
-        "PYTHONWARNINGS": "ignore",
-        **extra,
-    }
+def _server_env(server_url: str, home: Path, data: Path, name: str) -> dict[str, str]:
+    return subprocess_env(home, database_url=_fresh_database(server_url, name), data=data)
 
 
 def _wait_healthy(base: str, process: subprocess.Popen[Any], timeout: float = 180) -> None:
@@ -57,7 +43,7 @@ def _wait_healthy(base: str, process: subprocess.Popen[Any], timeout: float = 18
 def live(server_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path]]:
     """A real `simsearch serve` process with two workers on a loopback port; yields (base url, data dir)."""
     home, data = tmp_path_factory.mktemp("live-home"), tmp_path_factory.mktemp("live-data")
-    port = _free_port()
+    port = free_port()
     env = _server_env(server_url, home, data, "live_server")
     process = subprocess.Popen(
         [SIMSEARCH, "serve", "--port", str(port), "--workers", "2"],
@@ -147,7 +133,7 @@ def test_parallel_index_then_parallel_search(live: tuple[str, Path]) -> None:
 def _serve_stderr(env: dict[str, str], host: str) -> str:
     """Start `serve`, read its first lines of stderr until it listens, stop it."""
     process = subprocess.Popen(
-        [SIMSEARCH, "serve", "--host", host, "--port", str(_free_port())],
+        [SIMSEARCH, "serve", "--host", host, "--port", str(free_port())],
         env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,

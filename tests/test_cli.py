@@ -10,23 +10,9 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from tests.conftest import _fresh_database, draw_image, make_folder, write_image
+from tests.conftest import draw_image, make_folder, subprocess_env, write_image
 
 SIMSEARCH = shutil.which("simsearch") or "simsearch"
-
-
-@pytest.fixture
-def env(server_url: str, tmp_path: Path, data_dir: Path) -> dict[str, str]:
-    home = tmp_path / "home"
-    home.mkdir()
-    return {
-        **os.environ,
-        "DATABASE_URL": _fresh_database(server_url, f"cli_{tmp_path.name[-20:]}".lower()),
-        "SIMSEARCH_HOME": str(home),
-        "SIMSEARCH_DATA_ROOTS": str(data_dir),
-        "PYTHONWARNINGS": "ignore",
-        "COLUMNS": "200",
-    }
 
 
 def run(env: dict[str, str], *args: str, ok: bool = True) -> subprocess.CompletedProcess[str]:
@@ -96,10 +82,10 @@ def test_errors_exit_non_zero_with_a_message(env: dict[str, str], data_dir: Path
     assert "already exists" in again.stderr
 
 
-def test_embedded_database_is_started_when_no_url_is_set(env: dict[str, str], tmp_path: Path) -> None:
+def test_embedded_database_is_started_when_no_url_is_set(tmp_path: Path, data_dir: Path) -> None:
     home = tmp_path / "embedded"
     home.mkdir(mode=0o755)
-    env = {k: v for k, v in env.items() if k != "DATABASE_URL"} | {"SIMSEARCH_HOME": str(home)}
+    env = subprocess_env(home, database_url=None, data=data_dir)
     assert "database at revision 0004" in run(env, "db", "upgrade").stderr
     assert (home / "pgdata" / "PG_VERSION").is_file()
 

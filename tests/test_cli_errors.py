@@ -3,7 +3,6 @@ and what to do, a non-zero exit, no traceback and no password."""
 
 from __future__ import annotations
 
-import os
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -11,6 +10,7 @@ from pathlib import Path
 import psycopg
 import pytest
 from sqlalchemy.engine import make_url
+from tests.conftest import subprocess_env
 from tests.own_postgres import PASSWORD, ScratchPostgres, free_port, install_without_pgvector, own_postgres
 from tests.test_cli import run
 
@@ -22,14 +22,7 @@ def postgres() -> Iterator[ScratchPostgres]:
 
 
 def _env(tmp_path: Path, database_url: str) -> dict[str, str]:
-    return {
-        **os.environ,
-        "DATABASE_URL": database_url,
-        "SIMSEARCH_HOME": str(tmp_path),
-        "SIMSEARCH_DB_CONNECT_TIMEOUT_S": "2",
-        "PYTHONWARNINGS": "ignore",
-        "COLUMNS": "200",
-    }
+    return subprocess_env(tmp_path, database_url=database_url, SIMSEARCH_DB_CONNECT_TIMEOUT_S="2")
 
 
 def _one_line_error(env: dict[str, str], *args: str) -> str:

@@ -4,32 +4,16 @@ and extractor services, indexing the faces of a folder, and ranking the stored i
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import cv2
 import matplotlib.cbook
 import numpy as np
-import pytest
 import skimage.data
-from tests.conftest import _fresh_database, write_image
+from tests.conftest import write_image
 from tests.test_cli import run
 
 FACES = ("--detector", "faces", "--padding-ratio", "0.1", "--confidence-threshold", "0.6")
-
-
-@pytest.fixture
-def env(server_url: str, tmp_path: Path, data_dir: Path) -> dict[str, str]:
-    home = tmp_path / "home"
-    home.mkdir()
-    return {
-        **os.environ,
-        "DATABASE_URL": _fresh_database(server_url, f"cli_objects_{tmp_path.name[-20:]}".lower()),
-        "SIMSEARCH_HOME": str(home),
-        "SIMSEARCH_DATA_ROOTS": str(data_dir),
-        "PYTHONWARNINGS": "ignore",
-        "COLUMNS": "200",
-    }
 
 
 def photos(folder: Path) -> dict[str, Path]:

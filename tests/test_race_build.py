@@ -26,9 +26,10 @@ import psycopg
 import pytest
 from psycopg import sql
 from sqlalchemy import text
-from tests.conftest import _fresh_database, draw_image, write_image
-from tests.test_api_server import _free_port, _wait_healthy
-from tests.test_cli import SIMSEARCH
+from tests.conftest import _fresh_database, draw_image, subprocess_env, write_image
+from tests.own_postgres import free_port
+from tests.test_api_server import _wait_healthy
+from tests.test_cli import SIMSEARCH, run
 
 from simsearch import store
 
@@ -108,16 +109,7 @@ def wait_until(condition: Callable[[], bool], what: str, timeout: float = 240) -
         time.sleep(0.02)
 
 
-def _env(database_url: str, home: Path, data: Path) -> dict[str, str]:
-    return {
-        **os.environ,
-        "DATABASE_URL": database_url,
-        "SIMSEARCH_HOME": str(home),
-        "SIMSEARCH_DATA_ROOTS": str(data),
-        "SIMSEARCH_BATCH_SIZE": "8",
-        "PYTHONWARNINGS": "ignore",
-        "COLUMNS": "200",
-    }
+BATCH = {"SIMSEARCH_BATCH_SIZE": "8"}  # several batches per call: the first one's commit is gated
 
 
 # ---- through the HTTP API of a real server ---------------------------------------------------------
@@ -128,10 +120,12 @@ def served(server_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterato
     """A real `simsearch serve` on a loopback port: (base url, its database url, its data root)."""
     home, data = tmp_path_factory.mktemp("race-home"), tmp_path_factory.mktemp("race-data")
     database_url = _fresh_database(server_url, "race_server")
-    port = _free_port()
+    port = free_port()
     process = subprocess.Popen(
         [SIMSEARCH, "serve", "--port", str(port)],
-        env=_env(database_url, home, data) | {"SIMSEARCH_DB_LOCK_TIMEOUT_S": str(LOCK_TIMEOUT_S)},
+        env=subprocess_env(
+            home, database_url=database_url, data=data, SIMSEARCH_DB_LOCK_TIMEOUT_S=str(LOCK_TIMEOUT_S), **BATCH
+        ),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
@@ -299,20 +293,11 @@ def test_stress_writers_deleters_builds_and_searchers_agree_with_what_was_acknow
 # ---- through the CLI -------------------------------------------------------------------------------
 
 
-def _cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    done = subprocess.run([SIMSEARCH, *args], env=env, capture_output=True, text=True, timeout=300, check=False)
-    assert done.returncode == 0, done.stderr
-    return done
-
-
-def test_a_build_during_an_uncommitted_cli_batch_loses_none_of_its_images(
-    server_url: str, tmp_path: Path, data_dir: Path
-) -> None:
-    database_url = _fresh_database(server_url, f"race_cli_{tmp_path.name[-12:]}".lower())
-    home = tmp_path / "home"
-    env = _env(database_url, home, data_dir)
-    _cli(env, "db", "upgrade")
-    _cli(env, "service", "create", "racecli", "--model", "resnet18", "--weights", "none", "--size", "32")
+def test_a_build_during_an_uncommitted_cli_batch_loses_none_of_its_images(env: dict[str, str], data_dir: Path) -> None:
+    env = env | BATCH
+    database_url = env["DATABASE_URL"]
+    run(env, "db", "upgrade")
+    run(env, "service", "create", "racecli", "--model", "resnet18", "--weights", "none", "--size", "32")
     folder = data_dir / "a"
     a_paths = [write_image(folder / f"a{i:03d}.png", draw_image(7000 + i)) for i in range(20)]  # 3 batches
     b_path = write_image(data_dir / "b.png", draw_image(6999))
@@ -324,7 +309,7 @@ def test_a_build_during_an_uncommitted_cli_batch_loses_none_of_its_images(
     try:
         wait_until(lambda: backends_waiting_on_locks(database_url) >= 1 or index_a.poll() is not None, "A's batch")
         assert index_a.poll() is None, index_a.communicate()
-        _cli(env, "index", str(b_path), "--service", "racecli")
+        run(env, "index", str(b_path), "--service", "racecli")
         build = subprocess.Popen([SIMSEARCH, "build", "--service", "racecli"], env=env, text=True,
                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE)  # fmt: skip
         wait_until(
@@ -338,7 +323,7 @@ def test_a_build_during_an_uncommitted_cli_batch_loses_none_of_its_images(
     _, build_err = build.communicate(timeout=300)
     assert build.returncode == 0, build_err
     queries = [*a_paths, b_path]
-    found = json.loads(_cli(env, "search", *map(str, queries), "--service", "racecli", "-k", "1", "--json").stdout)
+    found = json.loads(run(env, "search", *map(str, queries), "--service", "racecli", "-k", "1", "--json").stdout)
     lost = [q["uri"] for q in found if not q["nns"] or q["nns"][0]["uri"] != q["uri"]]
     assert lost == []
 

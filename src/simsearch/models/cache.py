@@ -1,19 +1,20 @@
 """ModelCache: each model loaded once per process, shared by every caller, unloadable (as IndexCache holds
-the index generations)."""
+the index generations). Importing it loads no torch: a process that only opens the database stays fast."""
 
 from __future__ import annotations
 
 import threading
 from collections import OrderedDict
 from collections.abc import Callable
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
-from simsearch.models.boxes import Detector
-from simsearch.models.detect import load_detector
-from simsearch.models.extract import Extractor, load_extractor
 from simsearch.models.spec import ModelSpec
 
-_Model = TypeVar("_Model", Extractor, Detector)
+if TYPE_CHECKING:
+    from simsearch.models.boxes import Detector
+    from simsearch.models.extract import Extractor
+
+_Model = TypeVar("_Model", "Extractor", "Detector")
 
 
 class ModelCache:
@@ -28,9 +29,13 @@ class ModelCache:
         self._lock = threading.Lock()
 
     def extractor(self, spec: ModelSpec) -> Extractor:
+        from simsearch.models.extract import load_extractor  # torch: imported on the first load, not with the cache
+
         return self._get(self._extractors, spec, load_extractor)
 
     def detector(self, spec: ModelSpec) -> Detector:
+        from simsearch.models.detect import load_detector
+
         return self._get(self._detectors, spec, load_detector)
 
     def unload(self) -> None:

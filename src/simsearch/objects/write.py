@@ -17,6 +17,7 @@ from simsearch.store import NewObject, ServiceRecord
 def _write(
     conn: Connection, detector: ServiceRecord, service: ServiceRecord | None, images: list[ObjectImage]
 ) -> tuple[dict[str, int], int]:
+    images = list({i.stored_uri: i for i in images}.values())  # the same uri twice: the last one wins (as ingest)
     with_objects = [i for i in images if i.objects]
     if service is not None:
         store.join_writers(conn, service.id)  # before any row lock: a build's snapshot then waits for it alone
