@@ -86,7 +86,7 @@ def test_embedded_database_is_started_when_no_url_is_set(tmp_path: Path, data_di
     home = tmp_path / "embedded"
     home.mkdir(mode=0o755)
     env = subprocess_env(home, database_url=None, data=data_dir)
-    assert "database at revision 0004" in run(env, "db", "upgrade").stderr
+    assert "database at revision 0005" in run(env, "db", "upgrade").stderr
     assert (home / "pgdata" / "PG_VERSION").is_file()
 
 

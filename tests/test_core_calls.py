@@ -285,7 +285,8 @@ def test_a_chain_indexing_the_same_file_twice_stores_it_once(core: Core, people:
     collage = str(people["collage"])
     child = ServiceCall(extractor, (), index=True)
     found = run_chain(core, ChainCall(ServiceCall(detector, (collage, collage)), crop=FACES, child=child))
-    assert found.stored == {collage} and found.images[0].objects
+    assert found.stored == {collage}
+    assert found.images[0].objects
     twice = table_counts(core.engine)
     run_chain(core, ChainCall(ServiceCall(detector, (collage,)), crop=FACES, child=child))
     assert table_counts(core.engine) == twice  # the rows of one copy of the file

@@ -51,8 +51,8 @@ console = Console(stderr=True)
 out = Console()
 
 
-def open_database(settings: Settings, *, migrate: bool = True) -> Engine:
-    """The configured Postgres (DATABASE_URL) or the embedded one, migrated to the latest schema."""
+def connect_database(settings: Settings) -> Engine:
+    """The configured Postgres (DATABASE_URL) or the embedded one, as it is: neither migrated nor checked."""
     from simsearch.core import open_engine  # simsearch.core imports the models package (torch)
 
     if settings.database_url:
@@ -60,16 +60,38 @@ def open_database(settings: Settings, *, migrate: bool = True) -> Engine:
     else:
         with console.status(f"starting the embedded PostgreSQL in {settings.pgdata}"):
             url = store.embedded_postgres(settings.pgdata)
-    engine = open_engine(settings, url, log_outages=False)  # main() prints the error
-    if migrate:
-        store.upgrade(engine)
+    return open_engine(settings, url, log_outages=False)  # main() prints the error
+
+
+def open_database(settings: Settings, *, migrate: bool | None = None) -> Engine:
+    """The database, migrated to the latest schema; or, with `migrate` False (None: as SIMSEARCH_MIGRATE
+    says), checked to be at it: a role without DDL rights refuses to start on an older schema."""
+    engine = connect_database(settings)
+    try:
+        if settings.migrate if migrate is None else migrate:
+            store.upgrade(engine)
+        else:
+            store.db.check_at_head(engine)
+    except BaseException:
+        engine.dispose()
+        raise
     return engine
 
 
 @contextmanager
-def database(settings: Settings) -> Iterator[Engine]:
-    """The migrated database of one command, closed after it."""
-    engine = open_database(settings)
+def database(settings: Settings, *, migrate: bool | None = None) -> Iterator[Engine]:
+    """The migrated (or checked) database of one command, closed after it."""
+    engine = open_database(settings, migrate=migrate)
+    try:
+        yield engine
+    finally:
+        engine.dispose()
+
+
+@contextmanager
+def as_it_is(settings: Settings) -> Iterator[Engine]:
+    """The database of a `db` command that reads or changes the schema's revision itself."""
+    engine = connect_database(settings)
     try:
         yield engine
     finally:
@@ -146,9 +168,80 @@ def absolute(items: Sequence[str]) -> list[str]:
 
 @db_app.command("upgrade")
 def db_upgrade() -> None:
-    """Apply the Alembic migrations (every command that needs the database also does this)."""
-    with database(get_settings()) as engine:
+    """Apply the Alembic migrations (every command that needs the database also does this, unless
+    SIMSEARCH_MIGRATE=false). Run it with a role that may change the schema, once per release.
+
+    Example: DATABASE_URL=postgresql://owner:pw@db/simsearch simsearch db upgrade
+    """
+    with database(get_settings(), migrate=True) as engine:
         console.print(f"database at revision {store.db.current_revision(engine)}")
+
+
+@db_app.command("current")
+def db_current(
+    check: Annotated[bool, typer.Option(help="Exit with status 1 when the schema is not at head.")] = False,
+) -> None:
+    """Print the database's schema revision and whether it is this version's head (nothing is migrated).
+
+    Example: simsearch db current            (prints e.g. `0004 (head)`)
+    Example: simsearch db current --check && simsearch serve --no-migrate
+    """
+    with as_it_is(get_settings()) as engine:
+        state = store.db.schema_state(engine)
+    out.print(state.describe(), markup=False, highlight=False, soft_wrap=True)
+    if check and not state.at_head:
+        raise typer.Exit(1)
+
+
+@db_app.command("history")
+def db_history() -> None:
+    """List the migrations, newest first, marking this version's head and the database's current revision.
+
+    Example: simsearch db history
+    """
+    with as_it_is(get_settings()) as engine:
+        state = store.db.schema_state(engine)
+    # no box: one line per revision, for grep and awk
+    table = Table(title=f"migrations (database at {state.current or 'none'})", title_justify="left", box=None)
+    for column in ("revision", "revises", "", "description"):
+        table.add_column(column, overflow="fold")
+    for revision in store.db.revisions():
+        marks = [
+            m
+            for m, on in (("head", revision.revision == state.head), ("current", revision.revision == state.current))
+            if on
+        ]
+        table.add_row(revision.revision, revision.down_revision or "-", ", ".join(marks), revision.description)
+    out.print(table)
+
+
+@db_app.command("downgrade")
+def db_downgrade(
+    revision: Annotated[str, typer.Argument(help="The revision to go down to (see `db history`), or base.")],
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
+) -> None:
+    """Migrate the schema down to REVISION: the later migrations are undone, and the columns and tables
+    they added are dropped with their data. Stop every `simsearch serve` first; run the older simsearch
+    after. Asks for confirmation unless --yes.
+
+    Example: simsearch db downgrade 0003
+    Example: simsearch db downgrade 0003 --yes   (in a script: no question)
+    """
+    with as_it_is(get_settings()) as engine:
+        state = store.db.schema_state(engine)
+        store.db.check_downgrade(state, revision)
+        if revision == state.current:
+            console.print(f"database already at revision {revision}")
+            return
+        where = store.masked_url(engine.url.render_as_string(hide_password=False))
+        if not yes:
+            typer.confirm(
+                f"downgrade {where} from revision {state.current} to {revision}? The columns and tables "
+                "the later migrations added are dropped, with their data",
+                abort=True,
+            )
+        store.db.downgrade(engine, revision)
+        console.print(f"database at revision {store.db.current_revision(engine)} (head is {state.head})")
 
 
 ModelOption = Annotated[
@@ -415,11 +508,14 @@ def build_cmd(
     index_type: Annotated[str | None, typer.Option(help="FAISS index_factory string (default: the service's).")] = None,
 ) -> None:
     """Rebuild the service's FAISS index from Postgres as a new generation and make it current."""
+    from simsearch.core import artefact_store
+
     settings = get_settings()
     with database(settings) as engine:
         record = find_service(engine, service)
         with console.status(f"building the index of {record.name}"):
-            build = build_generation(engine, record, settings.index_dir, index_type=index_type)
+            store_ = artefact_store(settings)  # published where every replica fetches (SIMSEARCH_ARTEFACTS)
+            build = build_generation(engine, record, settings.index_dir, index_type=index_type, artefacts=store_)
     seconds = sum(float(v) for v in build.timings.values())
     console.print(
         f"generation {build.id}: {build.index_type} over {build.vector_count} vectors in {seconds:.2f}s ({build.path})"
@@ -703,7 +799,7 @@ def demo_index(core: Core, record: ServiceRecord, originals: Path) -> None:
             core.engine, record, extractor, [str(originals)], core.intake, on_batch=lambda n: progress.advance(task, n)
         )
     with console.status("building the FAISS index"):
-        build = build_generation(core.engine, record, core.index_dir)
+        build = build_generation(core.engine, record, core.index_dir, artefacts=core.artefacts)
     console.print(f"built generation {build.id} ({build.index_type}, {build.vector_count} vectors)")
 
 
@@ -730,14 +826,26 @@ def serve(
     port: Annotated[int, typer.Option(help="TCP port.")] = 8080,
     workers: Annotated[int, typer.Option(min=1, help="Worker processes (each loads its own models and indexes).")] = 1,
     access_log: Annotated[bool, typer.Option(help="Log every request.")] = False,
+    migrate: Annotated[
+        bool | None,
+        typer.Option(
+            help="Apply pending migrations first (default: SIMSEARCH_MIGRATE, true). --no-migrate, for a role "
+            "without DDL rights: refuse to start unless the schema is at head (`simsearch db upgrade` by the "
+            "owner, once per release).",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
     """Serve the HTTP API: DeepDetect's routes (/info, /services, /predict) and the native /api/v1, with
     its OpenAPI schema and docs at /schema.
 
     Example: SIMSEARCH_API_TOKEN=secret simsearch serve --host 0.0.0.0 --port 8080 --workers 2
+    Example: simsearch db upgrade (as the schema's owner, once per release), then simsearch serve --no-migrate
     """
     from granian import Granian
     from granian.constants import Interfaces
+
+    from simsearch.api.observe import granian_log_config
 
     settings = get_settings()
     if host not in _LOOPBACK and not (settings.api_token or settings.read_token):
@@ -745,9 +853,11 @@ def serve(
             f"[yellow]warning:[/] serving on {host} without authentication: anyone who can reach this port can "
             "index and delete. Set SIMSEARCH_API_TOKEN (and SIMSEARCH_READ_TOKEN for search-only clients)."
         )
-    # starts the embedded server if needed, and migrates once for all workers
-    with database(settings) as engine:
+    migrate = settings.migrate if migrate is None else migrate
+    # starts the embedded server if needed, and migrates (or checks the schema) once for all workers
+    with database(settings, migrate=migrate) as engine:
         os.environ["DATABASE_URL"] = engine.url.render_as_string(hide_password=False)
+    os.environ["SIMSEARCH_MIGRATE"] = str(migrate).lower()  # the workers' open_database does as this one did
     console.print(f"simsearch {__version__} on http://{host}:{port} (docs at /schema), {workers} worker(s)")
     Granian(
         "simsearch.api.app:create_app",
@@ -757,6 +867,7 @@ def serve(
         port=port,
         workers=workers,
         log_access=access_log,
+        log_dictconfig=granian_log_config(settings),  # granian's own lines in the app's format
     ).serve()
 
 

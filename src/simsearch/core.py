@@ -8,17 +8,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from sqlalchemy import Engine
 
-from simsearch import models, store
-from simsearch.index import IndexCache
+from simsearch import store
+from simsearch.index import ArtefactStore, DirectoryStore, IndexCache, ObjectStore, S3Config
 from simsearch.input import Intake, UrlPolicy
+from simsearch.models import ModelCache  # (no torch until a model loads: CLI commands stay fast)
 from simsearch.settings import Settings
-
-if TYPE_CHECKING:  # the cache's module imports torch: a CLI command that opens only the database stays fast
-    from simsearch.models import ModelCache
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,6 +27,7 @@ class Core:
     indexes: IndexCache
     index_dir: Path  # generations' files, one folder per service
     home: Path  # SIMSEARCH_HOME: weights files may also live here
+    artefacts: ArtefactStore | None = None  # where builds publish and replicas fetch (None: index_dir)
 
     @property
     def weights_roots(self) -> list[Path]:
@@ -68,13 +67,42 @@ def open_engine(settings: Settings, url: str, **options: Any) -> Engine:  # noqa
     return store.make_engine(url, timeouts=timeouts, **options)
 
 
+def artefact_store(settings: Settings) -> ArtefactStore:
+    """The store the settings name (`artefacts`): where this process's builds publish and its index cache
+    fetches from (a directory store at the index folder by default)."""
+    where = settings.artefacts
+    chosen: ArtefactStore
+    if where is None or not where.strip():
+        chosen = DirectoryStore(settings.index_dir)
+    elif where.startswith("s3://"):
+        secret = settings.s3_secret_access_key
+        key_id = settings.s3_access_key_id
+        chosen = ObjectStore(
+            S3Config(
+                url=where,
+                endpoint=settings.s3_endpoint,
+                region=settings.s3_region,
+                access_key_id=key_id.get_secret_value() if key_id is not None else None,
+                secret_access_key=secret.get_secret_value() if secret is not None else None,
+                allow_http=settings.s3_allow_http,
+            )
+        )
+    else:
+        chosen = DirectoryStore(Path(where.removeprefix("file://")).expanduser())
+    return chosen
+
+
 def make_core(settings: Settings, engine: Engine, *, bounded: bool = True, urls: bool = True) -> Core:
-    """The process's core over an open (migrated) engine; the caller owns the engine and closes the caches."""
+    """The process's core over an open (migrated) engine; the caller owns the engine and closes the caches.
+    Its index cache fetches generations from the artefact store into `home/cache`, checked, and polls
+    Postgres every `generation_poll_s` once it listens."""
+    store_ = artefact_store(settings)
     return Core(
         engine=engine,
         intake=intake_of(settings, bounded=bounded, urls=urls),
-        models=models.ModelCache(),
-        indexes=IndexCache(engine),
+        models=ModelCache(),
+        indexes=IndexCache(engine, source=store_, cache_dir=settings.home / "cache", poll_s=settings.generation_poll_s),
         index_dir=settings.index_dir,
         home=settings.home,
+        artefacts=store_,
     )

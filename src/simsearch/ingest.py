@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from sqlalchemy import Connection, Engine
 
-from simsearch import store
+from simsearch import metrics, store
 from simsearch.errors import BadInput
 from simsearch.input import Intake, Source, decode_image, iter_sources, probe_image
 from simsearch.models import Extractor
@@ -274,6 +274,7 @@ def ingest(
             if pending_write is not None:
                 report.image_ids.update(pending_write.result())
             transaction.commit()
+            metrics.IMAGES_INGESTED.labels(service.name).inc(report.indexed)
         except BaseException:
             if pending_write is not None:  # the writer thread must be off the connection before it rolls back
                 wait([pending_write])

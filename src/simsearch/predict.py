@@ -84,7 +84,7 @@ class ObjectOutcome:
 def _build_then_settle(core: Core, service: ServiceRecord, build: bool, index_values: dict[str, Any] | None) -> None:
     """Build when asked, then store the call's new index settings: reached only when index and build succeeded."""
     if build:
-        build_generation(core.engine, service, core.index_dir)
+        build_generation(core.engine, service, core.index_dir, artefacts=core.artefacts)
         core.indexes.invalidate(service.id)  # this call's own search sees the new generation
     if index_values is not None:
         with core.engine.begin() as conn:

@@ -16,7 +16,7 @@ from simsearch.errors import BadInput
 from simsearch.ingest import embed
 from simsearch.input import Crop, under_roots
 from simsearch.objects import ObjectImage, Plan
-from simsearch.search import SearchOptions, search_vectors
+from simsearch.search import SearchOptions, check_queries, search_vectors
 from simsearch.store import Hit, RankedImage, Score, ServiceRecord
 
 ONE_IMAGE = "give exactly one image (a file, base64 bytes or a URL)"
@@ -120,6 +120,7 @@ def search_image(
     core: Core, service: ServiceRecord, query: np.ndarray, k: int, options: SearchOptions | None = None
 ) -> Found:
     """The k stored images nearest to one query vector (1, dim)."""
+    check_queries(service, query, k)  # before the generation is fetched and loaded
     index = core.indexes.current(service)
     hits = search_vectors(core.engine, service, index, query, k, options)[0]
     return Found(hits=hits, generation=index.build.id if index is not None else None)

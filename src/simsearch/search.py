@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 from sqlalchemy import Engine
 
-from simsearch import store
+from simsearch import metrics, store
 from simsearch.errors import BadInput
 from simsearch.index import LoadedIndex, faiss_index, search_loaded
 from simsearch.models import Extractor
@@ -66,6 +66,18 @@ def _candidates(
     return np.take_along_axis(ids, order, axis=1), np.take_along_axis(dist, order, axis=1)
 
 
+def check_queries(service: ServiceRecord, queries: np.ndarray, k: int) -> np.ndarray:
+    """The query vectors as FAISS takes them, checked (a refused query loads and fetches nothing)."""
+    if k < 1:
+        raise BadInput("k", f"must be at least 1, got {k}")
+    if queries.ndim != 2 or queries.shape[1] != service.dim:
+        raise BadInput("vector", f"query vectors must have dimension {service.dim}, got {queries.shape[-1]}")
+    queries = np.ascontiguousarray(queries, dtype=np.float32)
+    if not np.isfinite(queries).all():
+        raise BadInput("vector", "query vectors must be finite numbers (no NaN or infinity)")
+    return queries
+
+
 def search_vectors(
     engine: Engine,
     service: ServiceRecord,
@@ -80,6 +92,18 @@ def search_vectors(
     and images whose metadata fails the filter, are dropped by the join, and the index is asked
     again for more when that left fewer than k.
     """
+    with metrics.SEARCH_SECONDS.labels(index.build.backend if index is not None else "exact").time():
+        return _search_vectors(engine, service, index, queries, k, options)
+
+
+def _search_vectors(
+    engine: Engine,
+    service: ServiceRecord,
+    index: LoadedIndex | None,
+    queries: np.ndarray,
+    k: int,
+    options: SearchOptions | None,
+) -> list[list[Hit]]:
     options = options or SearchOptions()
     # the service's own search depth (its index settings) unless this call sets one
     configured = service.index_settings
@@ -89,13 +113,7 @@ def search_vectors(
         ef_search=options.ef_search or configured.get("ef_search"),
         search_k=options.search_k or configured.get("search_k"),
     )
-    if k < 1:
-        raise BadInput("k", f"must be at least 1, got {k}")
-    if queries.ndim != 2 or queries.shape[1] != service.dim:
-        raise BadInput("vector", f"query vectors must have dimension {service.dim}, got {queries.shape[-1]}")
-    queries = np.ascontiguousarray(queries, dtype=np.float32)
-    if not np.isfinite(queries).all():
-        raise BadInput("vector", "query vectors must be finite numbers (no NaN or infinity)")
+    queries = check_queries(service, queries, k)
     watermark = index.build.watermark if index is not None else 0
     # autocommit: no BEGIN/ROLLBACK round trips; the tail and the join need no common snapshot (a row
     # added between them is simply not found yet, one deleted is dropped by the join)

@@ -53,6 +53,11 @@ class Settings(BaseSettings):
     db_pool_timeout_s: float = Field(default=10.0, gt=0)
     """Longest a request waits for a free connection of the pool, in seconds."""
 
+    migrate: bool = True
+    """Apply pending migrations when a command or `serve` starts. False (`serve --no-migrate`), for a role
+    without DDL rights: check that the schema is at this version's head and refuse to start if not; the
+    owner runs `simsearch db upgrade` once per release."""
+
     home: Path = Field(default_factory=_default_home)
     """Folder for the embedded database (`pgdata/`) and the index files (`indexes/`)."""
 
@@ -89,6 +94,49 @@ class Settings(BaseSettings):
     read_token: SecretStr | None = None
     """Bearer token that may only read and search. When only this one is set, writes are refused."""
 
+    # -- artefact store and generations (index files every replica fetches) --
+    artefacts: str | None = None
+    """Where builds publish index generations and every replica fetches them from: unset, the folder
+    `home/indexes`; a directory path (a mount every replica shares); or `s3://bucket/prefix` (S3-compatible
+    object storage, with the `s3_*` settings). Each replica keeps its own checked copy under `home/cache`."""
+
+    s3_endpoint: str | None = None
+    """Endpoint URL of S3-compatible storage (e.g. http://minio:9000, SeaweedFS); unset: AWS S3."""
+
+    s3_region: str | None = None
+    """S3 region (unset: AWS_REGION / AWS_DEFAULT_REGION, else us-east-1)."""
+
+    s3_access_key_id: SecretStr | None = None
+    """S3 access key id (unset: AWS_ACCESS_KEY_ID, or the instance's credentials)."""
+
+    s3_secret_access_key: SecretStr | None = None
+    """S3 secret access key (unset: AWS_SECRET_ACCESS_KEY, or the instance's credentials)."""
+
+    s3_allow_http: bool = False
+    """Allow a plain http:// `s3_endpoint` (a store on loopback or a private network)."""
+
+    generation_poll_s: float = Field(default=5.0, ge=0)
+    """Also ask Postgres for new index generations every this many seconds (0: only the LISTEN/NOTIFY
+    announcements, which a read-only standby never delivers)."""
+
+    # -- observability (logs, request ids, /metrics) --
+    log_format: str = Field(default="text", pattern=r"^(text|json)$")
+    """Log lines as `text` or `json` (one JSON object per line, with the request id), on stderr."""
+
+    access_log: bool = True
+    """Log one line per HTTP request: method, route, status, duration in ms, request id."""
+
+    slow_request_ms: float = Field(default=1000.0, ge=0)
+    """Log a WARNING for an HTTP request that takes longer than this, in milliseconds (0: off)."""
+
+    metrics_token: SecretStr | None = None
+    """Bearer token for GET /metrics (the admin token is accepted too). Unset: /metrics takes what reads do."""
+
+    @field_validator("metrics_token", mode="before")
+    @classmethod
+    def _empty_metrics_token_is_unset(cls, value: Any) -> Any:  # noqa: ANN401 - pydantic hands us the raw value
+        return None if isinstance(value, str) and not value.strip() else value
+
     @field_validator("data_roots", mode="before")
     @classmethod
     def _split_roots(cls, value: Any) -> Any:  # noqa: ANN401 - pydantic hands us the raw value
@@ -96,7 +144,7 @@ class Settings(BaseSettings):
             return [Path(part) for part in value.split(":") if part]
         return value
 
-    @field_validator("api_token", "read_token", mode="before")
+    @field_validator("api_token", "read_token", "s3_access_key_id", "s3_secret_access_key", mode="before")
     @classmethod
     def _empty_is_unset(cls, value: Any) -> Any:  # noqa: ANN401 - pydantic hands us the raw value
         # docker compose passes `${SIMSEARCH_API_TOKEN:-}` as an empty string: that means "no token"

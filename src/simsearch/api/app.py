@@ -16,7 +16,7 @@ from litestar.openapi.spec import Components, SecurityScheme
 from sqlalchemy import Engine
 
 from simsearch import __version__, store
-from simsearch.api import chain, deepdetect, native, native_objects
+from simsearch.api import chain, deepdetect, native, native_objects, observe
 from simsearch.api.errors import body_error, handle_exception
 from simsearch.core import make_core, open_engine
 from simsearch.errors import BadInput
@@ -66,10 +66,18 @@ async def strict_json_body(request: Request[Any, Any, Any]) -> None:
 
 
 def open_database(settings: Settings) -> Engine:
-    """The configured Postgres, or the embedded one, migrated to the latest schema."""
+    """The configured Postgres, or the embedded one, migrated to the latest schema; with SIMSEARCH_MIGRATE
+    false (`serve --no-migrate`), checked to be at it instead: a role without DDL rights never migrates."""
     url = settings.database_url or store.embedded_postgres(settings.pgdata)
     engine = open_engine(settings, url, pool_size=10, max_overflow=20)
-    store.upgrade(engine)
+    try:
+        if settings.migrate:
+            store.upgrade(engine)
+        else:
+            store.db.check_at_head(engine)
+    except BaseException:
+        engine.dispose()
+        raise
     return engine
 
 
@@ -77,6 +85,7 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
     """The HTTP app. `engine` is for callers that already hold a migrated one (tests); otherwise the
     database is opened (and migrated) when the app starts."""
     settings = settings or Settings()
+    observe.configure_logging(settings)
 
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
@@ -93,8 +102,14 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
             if own:
                 eng.dispose()
 
-    return Litestar(
-        route_handlers=[*deepdetect.ROUTES, *chain.ROUTES, *native.ROUTES, *native_objects.ROUTES],
+    app = Litestar(
+        route_handlers=[
+            *deepdetect.ROUTES,
+            *chain.ROUTES,
+            *native.ROUTES,
+            *native_objects.ROUTES,
+            observe.metrics_route,
+        ],
         lifespan=[lifespan],
         exception_handlers={Exception: handle_exception},
         request_class=SimsearchRequest,
@@ -112,4 +127,8 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
             ),
         ),
         debug=False,
+        logging_config=None,  # observe.configure_logging's, not Litestar's second handler on the root logger
     )
+    # outermost, around the router and its exception handler: unrouted requests and errors are observed too
+    app.asgi_handler = observe.Observer(app.asgi_handler, settings)
+    return app

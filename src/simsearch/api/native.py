@@ -48,19 +48,30 @@ from simsearch.api.schemas import (
     IndexOptions,
     IndexRequest,
     IndexResult,
+    Liveness,
+    Readiness,
+    ReadinessState,
     SearchRequest,
     SearchResult,
     SearchUploadForm,
     ServiceCreate,
     ServiceHealth,
     ServiceOut,
+    ServiceReadiness,
     StoredImage,
     UploadForm,
     UploadItem,
 )
 from simsearch.core import Core
 from simsearch.errors import BadInput
-from simsearch.index import INDEX_KEYS, build_generation, faiss_index, index_settings, stored_settings
+from simsearch.index import (
+    INDEX_KEYS,
+    GenerationState,
+    build_generation,
+    faiss_index,
+    index_settings,
+    stored_settings,
+)
 from simsearch.ingest import ingest
 from simsearch.queries import Found
 from simsearch.search import SearchOptions
@@ -338,7 +349,7 @@ class ServiceController(Controller):
         index_type = data.index_type if data is not None else None
         storable(index_type=index_type)
         service = service_named(core, name)
-        build = build_generation(core.engine, service, core.index_dir, index_type=index_type)
+        build = build_generation(core.engine, service, core.index_dir, index_type=index_type, artefacts=core.artefacts)
         core.indexes.invalidate(service.id)  # the next search here sees it (other processes hear NOTIFY)
         return _build_out(build)
 
@@ -438,4 +449,62 @@ def health(request: Request[Any, Any, Any]) -> Response[Health]:
     )
 
 
-ROUTES: list[type[Controller] | HTTPRouteHandler] = [ServiceController, ImageController, health]
+@get(
+    "/api/v1/ready",
+    operation_id="readiness",
+    tags=["health"],
+    sync_to_thread=True,
+    responses={
+        503: ResponseSpec(
+            Readiness, description="Not ready: the database does not answer, or generations are still loading at start."
+        )
+    },
+)
+def readiness(request: Request[Any, Any, Any]) -> Response[Readiness]:
+    """Whether a load balancer should send this replica traffic (no token needed). 200 `ready`: every
+    service's current generation is loaded; 200 `degraded`: some cannot be (the reason and the lag are
+    per service) and their searches answer from the generation held or exactly through Postgres, correct
+    but slower; 503 while the database does not answer or the generations are still loading at start."""
+    core = core_of(request)
+    try:
+        with core.engine.connect() as conn:
+            listed = store.list_services(conn)
+            current = store.current_builds(conn, [s.id for s in listed])
+    except Exception as exc:  # as in `health`: an outage is a 503, anything else is a bug
+        if store.database_unavailable(exc) is None:
+            raise
+        return Response(Readiness(status="unavailable", database=False, services=[]), status_code=503)
+    states = core.indexes.states()
+    services = [
+        _service_readiness(s.name, b.id if (b := current.get(s.id)) else None, states.get(s.id)) for s in listed
+    ]
+    if not core.indexes.warm:
+        return Response(Readiness(status="starting", database=True, services=services), status_code=503)
+    degraded = any(s.state == "degraded" for s in services)
+    return Response(Readiness(status="degraded" if degraded else "ready", database=True, services=services))
+
+
+def _service_readiness(name: str, generation: int | None, state: GenerationState | None) -> ServiceReadiness:
+    loaded = state.loaded if state is not None else None
+    kind: ReadinessState
+    if generation is None:
+        kind = "exact"
+    elif loaded is not None and loaded >= generation:
+        kind = "current"
+    elif state is None:
+        kind = "on_first_use"
+    else:
+        kind = "degraded" if state.degraded is not None else "loading"
+    lag = state.lag_s if state is not None and kind in ("degraded", "loading") else 0.0
+    reason = state.degraded if state is not None and kind == "degraded" else None
+    return ServiceReadiness(name=name, generation=generation, loaded=loaded, state=kind, reason=reason, lag_s=lag)
+
+
+@get("/api/v1/live", operation_id="liveness", tags=["health"])
+async def liveness() -> Liveness:
+    """The process answers (no token, no database): for an orchestrator's liveness probe, which should
+    not restart replicas while the database is away (/api/v1/health and /api/v1/ready say that)."""
+    return Liveness(status="alive")
+
+
+ROUTES: list[type[Controller] | HTTPRouteHandler] = [ServiceController, ImageController, health, readiness, liveness]

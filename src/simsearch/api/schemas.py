@@ -437,6 +437,35 @@ class Health(msgspec.Struct):
     services: list[ServiceHealth]
 
 
+ReadinessState = Literal["current", "degraded", "loading", "exact", "on_first_use"]
+
+
+class ServiceReadiness(msgspec.Struct):
+    name: str
+    generation: int | None  # the newest ready generation in Postgres
+    loaded: int | None  # the generation this process searches with (None: exact search through Postgres)
+    # current: loaded; degraded: the current one cannot be loaded (reason), answers come from `loaded` or
+    # exactly from Postgres; loading: a newer one is being fetched, `loaded` answers meanwhile; exact: never
+    # built; on_first_use: built after this process started and not searched here yet (loaded when it is)
+    state: ReadinessState
+    reason: str | None  # why degraded: store unreachable, missing file, checksum mismatch, unreadable index
+    lag_s: float  # seconds since `generation` was made ready while this process does not hold it
+
+
+class Readiness(msgspec.Struct):
+    """Whether this replica should get traffic: 503 while the database does not answer or the generations
+    are still being loaded at start; 200 `ready`, or 200 `degraded` (correct answers, slower: the reason and
+    the lag are per service)."""
+
+    status: Literal["ready", "degraded", "starting", "unavailable"]
+    database: bool
+    services: list[ServiceReadiness]
+
+
+class Liveness(msgspec.Struct):
+    status: Literal["alive"]
+
+
 class Problem(msgspec.Struct, omit_defaults=True):
     """Every error of /api/v1: RFC 9457 problem details (media type application/problem+json)."""
 

@@ -1,14 +1,13 @@
-"""Generations: build a new index beside the old one, record it in Postgres, swap it in.
+"""Generations: build a new index beside the old one, publish its files to the artefact store, record it
+in Postgres; load a recorded generation (fetched into a replica's own cache and checked first).
 
-`IndexCache` holds each service's loaded generation in a process; it asks Postgres which generation
-is current on each use (one indexed lookup), so every worker and replica serves the newest ready
-build without restarting.
+`IndexCache` (cache.py) holds each service's loaded generation in a process and swaps in new ones.
 """
 
 from __future__ import annotations
 
+import logging
 import shutil
-import threading
 import time
 from contextlib import ExitStack
 from dataclasses import dataclass, replace
@@ -19,15 +18,17 @@ import numpy as np
 from sqlalchemy import Engine
 
 from simsearch import store
-from simsearch.errors import BadInput, SimsearchError, Unavailable
+from simsearch.errors import BadInput, SimsearchError
 from simsearch.index import annoy_index, faiss_index
 from simsearch.index.annoy_index import AnnoyFiles
+from simsearch.index.artefacts import ArtefactError, ArtefactStore, DirectoryStore, Manifest, fetch, publish
 from simsearch.index.settings import IndexSettings, stored_settings
 from simsearch.store import BuildRecord, ServiceRecord
 
 INDEX_FILE = "index.faiss"
 LISTS_FILE = "index.ivfdata"  # an `ondisk` IVF index's inverted lists, memory-mapped at search
 _SAMPLE_SEED = 1234  # training samples are random but repeatable
+log = logging.getLogger("simsearch.index")
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,14 +47,28 @@ def generation_dir(index_dir: Path, service: ServiceRecord, build_id: int) -> Pa
     return service_index_dir(index_dir, service) / f"gen-{build_id:08d}"
 
 
+def artefact_key(service: ServiceRecord, build_id: int) -> str:
+    """Where a generation's files live in the artefact store: the same on every host (the default
+    directory store at `index_dir` is then the very folder the build wrote)."""
+    return f"{service.name}/gen-{build_id:08d}"
+
+
 def build_generation(
-    engine: Engine, service: ServiceRecord, index_dir: Path, *, index_type: str | None = None
+    engine: Engine,
+    service: ServiceRecord,
+    index_dir: Path,
+    *,
+    index_type: str | None = None,
+    artefacts: ArtefactStore | None = None,
 ) -> BuildRecord:
-    """Rebuild the service's index from Postgres as a new generation and make it current.
+    """Rebuild the service's index from Postgres as a new generation, publish its files and make it current.
 
     Builds of one service are serialised by an advisory lock: a second caller waits, then builds
     again from the newer snapshot. Searches never wait: they keep using the previous generation.
+    `artefacts` (None: a directory store at `index_dir`)
+    receives the files before the generation is recorded, so every replica that hears of it can fetch it.
     """
+    target = artefacts if artefacts is not None else DirectoryStore(index_dir)
     settings = stored_settings(service.index_settings)
     if index_type is not None:
         settings = replace(settings, index_type=index_type)
@@ -64,7 +79,7 @@ def build_generation(
     with engine.connect() as lock:
         store.lock_builds(lock, service.id)
         try:
-            return _build_locked(engine, service, index_dir, settings)
+            return _build_locked(engine, service, index_dir, settings, target)
         finally:
             store.unlock_builds(lock, service.id)
 
@@ -73,7 +88,9 @@ def _nothing_to_build(service: ServiceRecord) -> BadInput:
     return BadInput("service", f"{service.name} has no stored vectors yet; index some images first, then build")
 
 
-def _build_locked(engine: Engine, service: ServiceRecord, index_dir: Path, settings: IndexSettings) -> BuildRecord:
+def _build_locked(
+    engine: Engine, service: ServiceRecord, index_dir: Path, settings: IndexSettings, target: ArtefactStore
+) -> BuildRecord:
     annoy = settings.backend == "annoy"
     label = f"annoy({settings.n_trees or annoy_index.DEFAULT_TREES} trees)" if annoy else settings.index_type
     with engine.begin() as conn:
@@ -99,9 +116,18 @@ def _build_locked(engine: Engine, service: ServiceRecord, index_dir: Path, setti
             timings["write_s"] = time.perf_counter() - started
         else:
             _build_faiss(vectors, service.metric, settings, folder, timings)
+        started = time.perf_counter()
+        manifest = publish(target, artefact_key(service, build_id), folder)
+        timings["publish_s"] = time.perf_counter() - started
         with engine.begin() as conn:
             store.finish_build(
-                conn, build_id, vector_count=len(vectors), watermark=watermark, path=str(folder), timings=timings
+                conn,
+                build_id,
+                vector_count=len(vectors),
+                watermark=watermark,
+                path=str(folder),
+                timings=timings,
+                artefact=_artefact_columns(manifest),
             )
             build = store.current_build(conn, service.id)
     except (SimsearchError, RuntimeError, OSError, MemoryError) as exc:
@@ -111,7 +137,37 @@ def _build_locked(engine: Engine, service: ServiceRecord, index_dir: Path, setti
     if build is None:  # finish_build just made it ready in the same transaction
         raise RuntimeError(f"generation {build_id} of {service.name} vanished after it was recorded")
     _remove_retired(index_dir, service, keep=build.id)
+    _drop_retired_artefacts(engine, target, service, keep=build.id)
     return build
+
+
+def _artefact_columns(manifest: Manifest) -> dict[str, object]:
+    return {
+        "artefact_key": manifest.key,
+        "artefact_size": manifest.size,
+        "artefact_sha256": manifest.sha256,
+        "artefact_files": manifest.to_json(),
+    }
+
+
+def manifest_of(build: BuildRecord) -> Manifest | None:
+    """What the build published (None: a generation from before the artefact store, at `build.path`)."""
+    if build.artefact_key is None or build.artefact_files is None:
+        return None
+    return Manifest.from_row(build.artefact_key, build.artefact_files)
+
+
+def _drop_retired_artefacts(engine: Engine, target: ArtefactStore, service: ServiceRecord, *, keep: int) -> None:
+    """Delete the store's copies of generations older than `keep` (a replica that loaded one keeps its own
+    cached files). The build is committed already: a store that refuses is logged, not a failed build."""
+    with engine.connect() as conn:
+        old = [b for b in store.list_builds(conn, service.id) if b.id < keep and b.status != "ready"]
+    keys = [f"{m.key}/{name}" for b in old if (m := manifest_of(b)) is not None for name in m.files]
+    try:
+        if keys:
+            target.delete(keys)
+    except ArtefactError as exc:
+        log.warning("could not delete retired generations of %s from the artefact store (%s)", service.name, exc)
 
 
 def _read_snapshot(engine: Engine, service: ServiceRecord) -> tuple[int, store.VectorSet]:
@@ -191,16 +247,32 @@ def remove_index_files(index_dir: Path, service: ServiceRecord) -> None:
 
 
 def load_current(engine: Engine, service: ServiceRecord) -> LoadedIndex | None:
-    """The newest ready generation of the service, or None when it was never built."""
+    """The newest ready generation of the service, or None when it was never built (read in place from
+    the folder that built it: for a single process; replicas load through IndexCache)."""
     with engine.connect() as conn:
         build = store.current_build(conn, service.id)
     if build is None or build.path is None:
         return None
-    return LoadedIndex(build=build, index=_load_file(service, build))
+    return LoadedIndex(build=build, index=_load_file(service, build, Path(build.path)))
 
 
-def _load_file(service: ServiceRecord, build: BuildRecord) -> faiss.Index | AnnoyFiles:
-    folder = Path(str(build.path))
+def load_build(
+    service: ServiceRecord, build: BuildRecord, *, source: ArtefactStore | None, cache_dir: Path | None
+) -> LoadedIndex:
+    """Load a recorded generation: fetched from `source` into `cache_dir` and checked, or (no store, or a
+    generation from before the artefact store) from the folder the build recorded. Unavailable if it
+    cannot be read; ArtefactError says why (missing file, checksum mismatch, store unreachable)."""
+    manifest = manifest_of(build)
+    if manifest is not None and source is not None and cache_dir is not None:
+        folder = fetch(source, manifest, cache_dir.joinpath(*manifest.key.split("/")))
+    elif build.path is not None:
+        folder = Path(build.path)
+    else:
+        raise ArtefactError("missing file", f"generation {build.id} of {service.name} recorded no files")
+    return LoadedIndex(build=build, index=_load_file(service, build, folder))
+
+
+def _load_file(service: ServiceRecord, build: BuildRecord, folder: Path) -> faiss.Index | AnnoyFiles:
     try:
         if build.backend == "annoy":
             return annoy_index.load(folder, dim=service.dim, metric=service.metric)
@@ -210,10 +282,11 @@ def _load_file(service: ServiceRecord, build: BuildRecord) -> faiss.Index | Anno
             index = faiss_index.to_gpu(index, settings.gpuid, build.index_type)
         return index
     except (RuntimeError, OSError, ValueError, BadInput) as exc:  # a missing/damaged file: Postgres has every vector
-        raise Unavailable(
+        raise ArtefactError(
+            "unreadable index",
             f"generation {build.id} of {service.name} cannot be read from {folder} "
             f"({str(exc).splitlines()[-1][:200]}); build the index again (build_index / POST .../builds) "
-            "to restore fast search"
+            "to restore fast search",
         ) from exc
 
 
@@ -232,101 +305,3 @@ def search_loaded(
         return annoy_index.search(loaded.index, queries, k, search_k=search_k)
     raw, ids = faiss_index.search(loaded.index, queries, k, nprobe=nprobe, ef_search=ef_search)
     return faiss_index.reported_distance(raw, metric, queries.shape[1]), ids
-
-
-class IndexCache:
-    """Each service's current generation, loaded once per process and swapped when a newer one is ready.
-
-    Without `listen()`, each lookup asks Postgres which generation is current (one indexed query).
-    After `listen()`, a thread hears every new generation as its build commits (LISTEN/NOTIFY), loads it
-    for the services this process serves and swaps it in, so lookups cost nothing; after a reconnect
-    (announcements may have been missed) lookups ask Postgres again, once per service.
-    """
-
-    def __init__(self, engine: Engine) -> None:
-        self._engine = engine
-        self._loaded: dict[int, LoadedIndex] = {}
-        self._services: dict[int, ServiceRecord] = {}  # those this process has searched
-        self._known: set[int] = set()  # services whose current generation the announcements keep up to date
-        self._lock = threading.Lock()
-        self._listening = threading.Event()
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-
-    def listen(self) -> None:
-        """Start following the announcements (idempotent)."""
-        if self._thread is None:
-            self._thread = threading.Thread(
-                target=store.listen_generations,
-                args=(self._engine, self._stop, self._announced, self._connected, self._listening.clear),
-                name="simsearch-generations",
-                daemon=True,
-            )
-            self._thread.start()
-
-    def close(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=10)
-
-    def wait_listening(self, timeout: float) -> bool:
-        return self._listening.wait(timeout)
-
-    def _connected(self) -> None:
-        with self._lock:
-            self._known.clear()  # what was announced while nobody listened is unknown: ask Postgres
-        self._listening.set()
-
-    def _announced(self, service_id: int, build_id: int) -> None:
-        service = self._services.get(service_id)
-        loaded = self._loaded.get(service_id)
-        if service is None or (loaded is not None and loaded.build.id >= build_id):
-            return  # not served here (loaded on first use), or already current
-        with self._engine.connect() as conn:
-            build = store.current_build(conn, service_id)  # the announced one, or newer still
-        try:
-            fresh = LoadedIndex(build=build, index=_load_file(service, build)) if build and build.path else None
-        except Unavailable:
-            fresh = None
-        with self._lock:
-            if fresh is None:
-                self._known.discard(service_id)  # the next lookup asks Postgres (and reports the error)
-            elif service_id not in self._loaded or self._loaded[service_id].build.id < fresh.build.id:
-                self._loaded[service_id] = fresh
-
-    def current(self, service: ServiceRecord) -> LoadedIndex | None:
-        if self._listening.is_set() and service.id in self._known:
-            return self._loaded.get(service.id)
-        self._services[service.id] = service  # before reading: an announcement from now on is acted on
-        with self._engine.connect() as conn:
-            build = store.current_build(conn, service.id)
-        if build is None or build.path is None:
-            loaded = None
-        elif (held := self._loaded.get(service.id)) is not None and held.build.id >= build.id:
-            loaded = held
-        else:
-            with self._lock:  # one loader per process; searches meanwhile use what they already hold
-                held = self._loaded.get(service.id)
-                if held is None or held.build.id < build.id:
-                    held = LoadedIndex(build=build, index=_load_file(service, build))
-                    self._loaded[service.id] = held
-                loaded = held
-        if self._listening.is_set():
-            with self._lock:
-                self._known.add(service.id)
-        return loaded
-
-    def invalidate(self, service_id: int) -> None:
-        """Ask Postgres at the next lookup (this process just built: its own next search sees the build)."""
-        with self._lock:
-            self._known.discard(service_id)
-
-    def forget(self, service_id: int) -> None:
-        with self._lock:
-            self._loaded.pop(service_id, None)
-            self._services.pop(service_id, None)
-            self._known.discard(service_id)
-
-    def loaded(self) -> dict[int, int]:
-        """service id -> generation loaded in this process (for health checks)."""
-        return {sid: li.build.id for sid, li in self._loaded.items()}

@@ -2,6 +2,7 @@
 
 from simsearch.store.builds import (
     current_build,
+    current_builds,
     fail_build,
     fail_interrupted_builds,
     fence_writers,
@@ -68,6 +69,7 @@ __all__ = [
     "count_vectors",
     "create_service",
     "current_build",
+    "current_builds",
     "database_unavailable",
     "delete_images",
     "delete_service",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, cast
 
-from sqlalchemy import Connection, Table, insert, select, text, update
+from sqlalchemy import Connection, Table, func, insert, select, text, update
 
 from simsearch.store.db import unbounded
 from simsearch.store.notify import announce_generation
@@ -69,9 +69,19 @@ def start_build(conn: Connection, service_id: int, backend: str, index_type: str
 
 
 def finish_build(
-    conn: Connection, build_id: int, *, vector_count: int, watermark: int, path: str, timings: dict[str, Any]
+    conn: Connection,
+    build_id: int,
+    *,
+    vector_count: int,
+    watermark: int,
+    path: str,
+    timings: dict[str, Any],
+    artefact: dict[str, Any] | None = None,
 ) -> None:
-    """Mark the build ready and retire the generations it replaces, in the caller's transaction."""
+    """Mark the build ready and retire the generations it replaces, in the caller's transaction.
+
+    `artefact`: where its files were published (artefact_key, artefact_size, artefact_sha256,
+    artefact_files); replicas fetch them from there, `path` is only the builder's own folder."""
     service_id = conn.execute(
         update(_build)
         .where(_build.c.id == build_id)
@@ -82,6 +92,7 @@ def finish_build(
             path=path,
             timings=timings,
             finished_at=text("now()"),
+            **(artefact or {}),
         )
         .returning(_build.c.service_id)
     ).scalar_one()
@@ -124,6 +135,20 @@ def current_build(conn: Connection, service_id: int) -> BuildRecord | None:
         .limit(1)
     ).one_or_none()
     return BuildRecord(**row._mapping) if row is not None else None
+
+
+def current_builds(conn: Connection, service_ids: list[int]) -> dict[int, BuildRecord]:
+    """The current generation of each of the services that has one (one query: the poll of replicas
+    that hear no announcements, e.g. on a read-only standby)."""
+    if not service_ids:
+        return {}
+    newest = (
+        select(func.max(_build.c.id))
+        .where(_build.c.service_id.in_(service_ids), _build.c.status == "ready")
+        .group_by(_build.c.service_id)
+    )
+    rows = conn.execute(select(_build).where(_build.c.id.in_(newest)))
+    return {int(row.service_id): BuildRecord(**row._mapping) for row in rows}
 
 
 def list_builds(conn: Connection, service_id: int) -> list[BuildRecord]:

@@ -5,12 +5,16 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import psycopg
 from alembic import command
 from alembic.config import Config
+from alembic.script import ScriptDirectory
+from alembic.util import CommandError
 from pgvector.psycopg import register_vector
 from sqlalchemy import Connection, Engine, create_engine, event, text
 from sqlalchemy.engine import URL, ExceptionContext, make_url
@@ -24,7 +28,21 @@ from simsearch.store.sqlfiles import migrations_dir
 
 log = logging.getLogger(__name__)
 
-__all__ = ["EMBEDDED_DATABASE", "Timeouts", "embedded_postgres", "make_engine", "unbounded", "upgrade"]
+__all__ = [
+    "EMBEDDED_DATABASE",
+    "Revision",
+    "SchemaState",
+    "Timeouts",
+    "check_at_head",
+    "check_downgrade",
+    "downgrade",
+    "embedded_postgres",
+    "make_engine",
+    "revisions",
+    "schema_state",
+    "unbounded",
+    "upgrade",
+]
 
 # TCP only (libpq ignores them on a Unix socket): a peer host that vanished without a word (no RST) is
 # noticed by keepalives on an idle connection, and by tcp_user_timeout while data we sent stays unacked.
@@ -161,26 +179,153 @@ def alembic_config(engine: Engine) -> Config:
     return config
 
 
-def upgrade(engine: Engine, revision: str = "head") -> None:
-    """Apply the Alembic migrations up to `revision` (one transaction each). An advisory lock makes
-    concurrent callers (several API workers starting at once) wait for each other."""
+@dataclass(frozen=True, slots=True)
+class Revision:
+    """One migration script: its id, the one it follows (None for the first) and its first docstring line."""
+
+    revision: str
+    down_revision: str | None
+    description: str
+
+
+@dataclass(frozen=True, slots=True)
+class SchemaState:
+    """Where a database's schema is (`current`: None for a database never migrated) and where this
+    simsearch's migrations end (`head`)."""
+
+    current: str | None
+    head: str
+    known: tuple[str, ...]  # every revision this simsearch has, newest first
+
+    @property
+    def at_head(self) -> bool:
+        return self.current == self.head
+
+    @property
+    def ahead(self) -> bool:
+        """Migrated by a newer simsearch: a revision these scripts do not have."""
+        return self.current is not None and self.current not in self.known
+
+    def describe(self) -> str:
+        """`0004 (head)`, `0003 (behind head 0004: ...)`, as `db current` prints it."""
+        if self.at_head:
+            return f"{self.current} (head)"
+        if self.ahead:
+            return f"{self.current} (unknown to this simsearch, whose head is {self.head}: a newer one migrated it)"
+        shown = self.current or "none (empty database)"
+        return f"{shown} (behind head {self.head}: run `simsearch db upgrade`)"
+
+
+def _scripts() -> ScriptDirectory:
+    config = Config()
+    config.set_main_option("script_location", str(migrations_dir()))
+    return ScriptDirectory.from_config(config)
+
+
+def revisions() -> list[Revision]:
+    """This simsearch's migrations, newest first."""
+    return [
+        Revision(str(script.revision), cast("str | None", script.down_revision), str(script.doc or "").strip())
+        for script in _scripts().walk_revisions()
+    ]
+
+
+def schema_state(engine: Engine) -> SchemaState:
+    known = tuple(r.revision for r in revisions())
+    return SchemaState(current=current_revision(engine), head=known[0], known=known)
+
+
+def check_at_head(engine: Engine) -> SchemaState:
+    """The schema's state when it is at this simsearch's head; otherwise Unavailable, saying what to run.
+    For a process that may not (or should not) migrate: `serve --no-migrate`, SIMSEARCH_MIGRATE=false."""
+    state = schema_state(engine)
+    if state.at_head:
+        return state
+    if state.ahead:
+        raise _ahead(state)
+    raise Unavailable(
+        f"database schema at revision {state.current or 'none (empty database)'}, this simsearch needs "
+        f"{state.head} and may not migrate (--no-migrate, SIMSEARCH_MIGRATE=false): run `simsearch db upgrade` "
+        "once with a role that may change the schema (DDL), then start again"
+    )
+
+
+def _ahead(state: SchemaState) -> Unavailable:
+    return Unavailable(
+        f"database schema at revision {state.current}, which this simsearch (head {state.head}) does not know: "
+        f"a newer simsearch migrated it; run that version, or `simsearch db downgrade {state.head}` with it"
+    )
+
+
+@contextmanager
+def _migrating(engine: Engine) -> Iterator[tuple[Connection, Config]]:
+    """The migration lock held, and an Alembic config on an engine of its own: concurrent callers (several
+    API workers starting at once) wait for each other."""
     with engine.connect() as lock:
         unbounded(lock)  # waiting for another process's migrations is the point
         lock.execute(text("SELECT pg_advisory_lock(:a, :b)"), _MIGRATION_LOCK)
         lock.commit()
+        # Migrations may rewrite big tables: no timeouts, and no connection of theirs left in the pool.
+        url = engine.url.render_as_string(hide_password=False)
+        migrator = make_engine(url, poolclass=NullPool, log_outages=False)  # the caller reports errors
         try:
-            _create_vector_extension(lock)
-            # Migrations may rewrite big tables: no timeouts, and no connection of theirs left in the pool.
-            url = engine.url.render_as_string(hide_password=False)
-            migrator = make_engine(url, poolclass=NullPool, log_outages=False)  # the caller reports errors
-            try:
-                command.upgrade(alembic_config(migrator), revision)
-            finally:
-                migrator.dispose()
+            yield lock, alembic_config(migrator)
         finally:
+            migrator.dispose()
             lock.execute(text("SELECT pg_advisory_unlock(:a, :b)"), _MIGRATION_LOCK)
             lock.commit()
     engine.dispose()  # pooled connections opened before CREATE EXTENSION lack the vector type
+
+
+def upgrade(engine: Engine, revision: str = "head") -> None:
+    """Apply the Alembic migrations up to `revision` (one transaction each), under the migration lock.
+    A role that may not change the schema is told so in one line, with what to run instead."""
+    with _migrating(engine) as (lock, config):
+        _create_vector_extension(lock)
+        state = schema_state(engine)
+        if state.ahead:  # Alembic would say only that it cannot locate the revision
+            raise _ahead(state)
+        before = state.current
+        try:
+            command.upgrade(config, revision)
+        except ProgrammingError as exc:
+            if not isinstance(exc.orig, psycopg.errors.InsufficientPrivilege):
+                raise
+            raise _no_ddl(lock, before, exc.orig) from None
+
+
+def _no_ddl(conn: Connection, before: str | None, error: psycopg.Error) -> Unavailable:
+    conn.rollback()
+    role, database = conn.execute(text("SELECT current_user, current_database()")).one()
+    reason = " ".join(str(error).split("\n", 1)[0].split())
+    return Unavailable(
+        f"role {role} may not change the schema of database {database} (migrating from revision "
+        f"{before or 'none'}: {reason}): run `simsearch db upgrade` once per release with a role that may (DDL), "
+        "and serve with --no-migrate (SIMSEARCH_MIGRATE=false)"
+    )
+
+
+def downgrade(engine: Engine, revision: str) -> None:
+    """Migrate down to `revision` (a revision id, or `base`: nothing left), under the migration lock."""
+    with _migrating(engine) as (_lock, config):
+        try:
+            command.downgrade(config, revision)
+        except CommandError as exc:
+            raise BadInput("REVISION", " ".join(str(exc).split())) from None
+
+
+def check_downgrade(state: SchemaState, revision: str) -> None:
+    """BadInput unless `revision` is one a downgrade from `state` may reach: a known revision not above
+    the current one, or `base` (nothing left)."""
+    known = list(state.known)
+    if revision != "base" and revision not in known:
+        raise BadInput("REVISION", f"unknown revision {revision!r}: give one of {', '.join(known)} or base")
+    if state.current is None or state.current not in known:
+        raise BadInput("REVISION", f"the database is at revision {state.current or 'none'}: nothing to downgrade")
+    if revision != "base" and known.index(revision) < known.index(state.current):
+        raise BadInput(
+            "REVISION", f"{revision} is above the current revision {state.current}: go up with `simsearch db upgrade`"
+        )
 
 
 def _create_vector_extension(conn: Connection) -> None:
@@ -215,13 +360,19 @@ def _create_vector_extension(conn: Connection) -> None:
         ) from None
 
 
-def downgrade(engine: Engine, revision: str) -> None:
-    command.downgrade(alembic_config(engine), revision)
-    engine.dispose()
-
-
 def current_revision(engine: Engine) -> str | None:
+    """The database's Alembic revision; None when it was never migrated."""
     with engine.connect() as conn:
         if not conn.execute(text("SELECT to_regclass('alembic_version')")).scalar():
             return None
-        return conn.execute(text("SELECT version_num FROM alembic_version")).scalar()
+        try:
+            return conn.execute(text("SELECT version_num FROM alembic_version")).scalar()
+        except ProgrammingError as exc:
+            if not isinstance(exc.orig, psycopg.errors.InsufficientPrivilege):
+                raise
+            conn.rollback()
+            role = conn.execute(text("SELECT current_user")).scalar()
+            raise Unavailable(
+                f"role {role} may not read the table alembic_version: grant it SELECT, INSERT, UPDATE, DELETE on "
+                "simsearch's tables (README, Without Docker)"
+            ) from None

@@ -68,6 +68,11 @@ class BuildRecord:
     error: str | None
     started_at: datetime
     finished_at: datetime | None
+    # the generation's files in the artefact store (None: a build from before migration 0005, at `path`)
+    artefact_key: str | None = None
+    artefact_size: int | None = None
+    artefact_sha256: str | None = None
+    artefact_files: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -144,7 +144,12 @@ class IndexBuild(Base):
     params: Mapped[dict[str, Any]] = mapped_column(server_default="{}")
     vector_count: Mapped[int] = mapped_column(BigInteger, server_default="0")
     watermark: Mapped[int] = mapped_column(BigInteger, server_default="0")  # highest embedding.id included
-    path: Mapped[str | None] = mapped_column(Text)
+    path: Mapped[str | None] = mapped_column(Text)  # the builder's folder (informative; old rows load from it)
+    # where the files are in the artefact store (migration 0005): key prefix, bytes, digest, name -> {size, sha256}
+    artefact_key: Mapped[str | None] = mapped_column(Text)
+    artefact_size: Mapped[int | None] = mapped_column(BigInteger)
+    artefact_sha256: Mapped[str | None] = mapped_column(Text)
+    artefact_files: Mapped[dict[str, Any] | None] = mapped_column()
     status: Mapped[str] = mapped_column(Text, server_default="building")
     timings: Mapped[dict[str, Any]] = mapped_column(server_default="{}")
     error: Mapped[str | None] = mapped_column(Text)
