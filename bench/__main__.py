@@ -23,12 +23,13 @@ from bench import Row
 from bench.build import BuildRow, flat_vs_copy, fresh_build
 from bench.data import Mixture, embedded_database, load_vectors
 from bench.ingest import bench_ingest
+from bench.load import busy_processes
 from bench.pgvector import PgvectorSearch, connect, hnsw_build_seconds
 from bench.rebuild import bench_rebuild
 from bench.report import out, print_all
 from bench.results import Results, json_numbers
 from bench.search import bench_search, exact_truth, ivf_nlist, one_thread_qps, tuned_candidates
-from simsearch.index import LoadedIndex, load_current
+from simsearch.index import LoadedIndex, faiss_index, load_current
 from simsearch.search import SearchOptions
 
 console = Console(stderr=True)
@@ -70,11 +71,30 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     add("--no-exact", dest="exact", action="store_false", help="skip pgvector's exact search (a scan per query)")
     add("--no-rebuild", dest="rebuild", action="store_false", help="skip the rebuild-under-load bench")
     add("--no-ingest", dest="ingest", action="store_false", help="skip the ingest bench")
+    add(
+        "--load",
+        type=int,
+        default=0,
+        metavar="N",
+        help="also time the search rows again with N busy processes beside them, as a host's other work "
+        "(the *_loaded keys); 0: quiet only (default: %(default)s)",
+    )
+    add(
+        "--one-thread-queries",
+        type=int,
+        default=faiss_index.ONE_THREAD_MAX_QUERIES,
+        metavar="Q",
+        help="FAISS searches of at most Q queries run on one OpenMP thread; 0: every search on all threads, "
+        "as before issue 14 (default: %(default)s)",
+    )
     add("--json", type=Path, metavar="FILE", help="also write the results to FILE as JSON")
     args = parser.parse_args(argv)
     for name in ("n", "dim", "k", "queries", "clusters", "runs", "clients", "images", "hnsw_m"):
         if getattr(args, name) < 1:
             parser.error(f"--{name.replace('_', '-')} must be at least 1")
+    for name in ("load", "one_thread_queries"):
+        if getattr(args, name) < 0:
+            parser.error(f"--{name.replace('_', '-')} must not be negative")
     if args.k > args.n:
         parser.error("--k must not exceed --n")
     args.nlist = args.nlist or ivf_nlist(args.n)
@@ -86,6 +106,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 def run(args: argparse.Namespace) -> tuple[Results, dict[str, float]]:
     hnsw_type, ivf_type = f"HNSW{args.hnsw_m}", f"IVF{args.nlist},SQ8"
     res = Results(n=args.n, dim=args.dim, k=args.k, nq=args.queries, hnsw_type=hnsw_type, ivf_type=ivf_type)
+    res.load = args.load
     extra: dict[str, float] = {}
     mixture = Mixture.make(args.dim, clusters=args.clusters, seed=args.seed)
     vectors = mixture.sample(args.n, seed=args.seed + 1)
@@ -129,6 +150,9 @@ def run(args: argparse.Namespace) -> tuple[Results, dict[str, float]]:
             console.log("tuned: " + ", ".join(f"{c.index} {c.knob}={c.value}" for c in candidates if c.knob))
             with console.status("search: QPS, 1 client and batched, interleaved"):
                 res.search = bench_search(candidates, exact, queries, truth, args.k, runs=args.runs)
+            if args.load:
+                with console.status(f"search again beside {args.load} busy processes"), busy_processes(args.load):
+                    res.search_loaded = bench_search(candidates, None, queries, truth, args.k, runs=args.runs)
             for c in candidates:
                 if c.system == "ours" and c.index == "Flat":
                     res.flat_one_thread_qps = one_thread_qps(c, queries, args.k, runs=args.runs)
@@ -170,12 +194,14 @@ def run(args: argparse.Namespace) -> tuple[Results, dict[str, float]]:
 
 def main(argv: Sequence[str] | None = None) -> None:
     args = parse_args(argv)
+    faiss_index.ONE_THREAD_MAX_QUERIES = args.one_thread_queries
     started = time.perf_counter()
     out.print(
         f"sizes: {args.n} vectors x {args.dim} dims ({args.clusters}-component Gaussian mixture, seed {args.seed}), "
         f"{args.queries} queries, k={args.k}, runs={args.runs}; FAISS: Flat, IVF{args.nlist},SQ8, HNSW{args.hnsw_m}; "
         f"pgvector hnsw: {'yes' if args.hnsw else 'no'}, exact: {'yes' if args.exact else 'no'}; "
-        f"FAISS threads: {faiss.omp_get_max_threads()}, "
+        f"FAISS threads: {faiss.omp_get_max_threads()} (1 for searches of <= {args.one_thread_queries} queries), "
+        f"load: {args.load} busy processes beside the second search pass, "
         + ", ".join(f"{v}={os.environ.get(v, '(unset)')}" for v in OMP_ENV)
     )
     if args.ingest:
@@ -187,6 +213,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     if args.json:
         numbers = json_numbers(res, rows, extra)
         numbers |= {"n": args.n, "dim": args.dim, "k": args.k, "queries": args.queries, "wall_s": wall}
+        numbers |= {"load": args.load, "one_thread_queries": args.one_thread_queries}
         args.json.write_text(json.dumps(numbers, indent=2) + "\n")
         console.log(f"wrote {args.json}")
 

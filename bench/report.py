@@ -22,10 +22,11 @@ def fmt(value: float) -> str:
     return f"{value:.3g}" if abs(value) < 1000 else f"{value:,.0f}"
 
 
-def print_search(res: Results) -> None:
-    pg = res.search_row(PGVECTOR_HNSW)
+def print_search(res: Results, *, loaded: bool = False) -> None:
+    pg = res.search_row(PGVECTOR_HNSW, loaded=loaded)
+    beside = f", beside {res.load} busy processes (--load)" if loaded else ""
     table = Table(
-        title=f"search, end to end (kNN + exact tail + SQL join to image rows), {res.nq} queries, k={res.k}",
+        title=f"search, end to end (kNN + exact tail + SQL join to image rows), {res.nq} queries, k={res.k}{beside}",
         caption=f"recall@{res.k} vs exact faiss.knn over the stored vectors; settings: smallest of a sweep reaching "
         f"{TARGET_RECALL}; QPS: median of interleaved runs (pgvector exact: 1 run); ratios: QPS / pgvector hnsw's",
     )
@@ -33,7 +34,7 @@ def print_search(res: Results) -> None:
         table.add_column(name, justify="left" if name in ("system", "index", "setting") else "right")
     table.add_column("1 client / pg hnsw", justify="right", style="bold")
     table.add_column("batched / pg hnsw", justify="right", style="bold")
-    for r in res.search:
+    for r in res.search_loaded if loaded else res.search:
         table.add_row(
             r.system,
             r.index,
@@ -143,6 +144,8 @@ def print_headline(rows: Sequence[Row]) -> None:
 
 def print_all(res: Results) -> list[Row]:
     print_search(res)
+    if res.search_loaded:
+        print_search(res, loaded=True)
     print_build(res)
     print_rss(res)
     print_rebuild(res)

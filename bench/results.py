@@ -28,6 +28,8 @@ class Results:
     builds: list[BuildRow] = field(default_factory=list)
     pgvector_build_seconds: float = float("nan")
     search: list[SearchRow] = field(default_factory=list)
+    load: int = 0  # busy processes beside search_loaded (--load)
+    search_loaded: list[SearchRow] = field(default_factory=list)  # the search rows again, under that load
     flat_one_thread_qps: float = float("nan")
     hnsw_one_thread_qps: float = float("nan")
     rebuild: RebuildResult | None = None
@@ -37,8 +39,8 @@ class Results:
     def raw_bytes(self) -> int:
         return self.n * self.dim * 4
 
-    def search_row(self, name: str) -> SearchRow | None:
-        return next((r for r in self.search if r.index == name), None)
+    def search_row(self, name: str, *, loaded: bool = False) -> SearchRow | None:
+        return next((r for r in (self.search_loaded if loaded else self.search) if r.index == name), None)
 
     def build_row(self, index_type: str) -> BuildRow | None:
         return next((b for b in self.builds if b.index_type == index_type), None)
@@ -149,6 +151,7 @@ def headline_rows(res: Results) -> list[Row]:
                 "search_hnsw_1thread_vs_default",
             )
         )
+    rows += loaded_rows(res)
     if res.flat is not None:
         rows.append(
             Row(
@@ -233,6 +236,29 @@ def headline_rows(res: Results) -> list[Row]:
     return rows + res.extra_rows
 
 
+def loaded_rows(res: Results) -> list[Row]:
+    """The 1-client search ratios again, timed beside `res.load` busy processes (--load)."""
+    pg = res.search_row(PGVECTOR_HNSW, loaded=True)
+    rows = []
+    for name, key in (
+        (res.hnsw_type, "search_vs_pgvector_hnsw_loaded"),
+        (res.ivf_type, "search_ivf_vs_pgvector_hnsw_loaded"),
+    ):
+        ours = res.search_row(name, loaded=True)
+        if ours is not None:
+            rows.append(
+                Row(
+                    f"search QPS 1 client, {res.load} busy processes: ours {name} {ours.setting} / pgvector hnsw",
+                    ours.single_qps,
+                    pg.single_qps if pg else float("nan"),
+                    "q/s",
+                    "> 1",
+                    key,
+                )
+            )
+    return rows
+
+
 def _clean(value: object) -> object:
     """JSON without NaN (null instead)."""
     if isinstance(value, float) and not math.isfinite(value):
@@ -252,6 +278,8 @@ def json_numbers(res: Results, rows: Sequence[Row], extra: dict[str, float]) -> 
     numbers |= extra
     numbers["details"] = {
         "search": [asdict(r) | {"setting": r.setting} for r in res.search],
+        "search_loaded": [asdict(r) | {"setting": r.setting} for r in res.search_loaded],
+        "load": res.load,
         "build": [
             {
                 "index_type": b.index_type,

@@ -7,7 +7,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
-from sqlalchemy import Engine
+from sqlalchemy import Connection, Engine
 
 from simsearch import metrics, store
 from simsearch.errors import BadInput
@@ -16,6 +16,10 @@ from simsearch.models import Extractor
 from simsearch.store import Hit, ServiceRecord
 
 _EVERY_LIST = 1 << 22  # an nprobe at least as large as any IVF's list count (search_parameters caps it)
+# Searches per call at most: up to _MAX_ROUNDS - 1 ever deeper ones for the queries the join left short,
+# the last exhaustive. Each round is one index search and one SQL join, of the short queries only.
+_MAX_ROUNDS = 5
+_MARGIN = 2  # ask for this many times the candidates the join's observed pass rate says k hits need
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,34 +123,65 @@ def _search_vectors(
     # added between them is simply not found yet, one deleted is dropped by the join)
     with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
         tail = store.read_recent_vectors(conn, service.id, service.dim, after_id=watermark)
-        total = (index.index.ntotal if index is not None else 0) + len(tail)
-        k_index, widened = k, False
-        while True:
-            ids, dist = _candidates(index, tail, queries, k_index, service.metric, options)
-            hits = store.join_hits(
-                conn,
-                service.id,
-                ids,
-                dist.astype(np.float32),
-                where=options.where,
-                categories=options.categories,
-                objects_only=options.objects_only,
-            )
-            if all(len(h) >= k for h in hits):
-                return [h[:k] for h in hits]
-            dropped = int((ids >= 0).sum()) > sum(len(h) for h in hits)
-            filtered = options.where is not None or options.categories is not None or options.objects_only
-            if not dropped and not filtered:
-                return [h[:k] for h in hits]  # nothing was filtered: the index has no more within its search
-            if k_index >= total:
-                if widened or index is None:
-                    return [h[:k] for h in hits]
-                # An IVF/HNSW search visits only part of the index, so even k = all may miss rows that
-                # pass the filter: search every list (and deep graphs) once before giving fewer than k.
+        return _search_rounds(conn, service, index, tail, queries, k, options)
+
+
+def _search_rounds(
+    conn: Connection,
+    service: ServiceRecord,
+    index: LoadedIndex | None,
+    tail: store.VectorSet,
+    queries: np.ndarray,
+    k: int,
+    options: SearchOptions,
+) -> list[list[Hit]]:
+    """Search, join, and search again for only the queries the join left short of k (rows deleted since
+    the build, or filtered out), deeper each round; at most _MAX_ROUNDS rounds, the last exhaustive. The
+    queries already answered keep their hits: one short query never re-runs the batch."""
+    total = (index.index.ntotal if index is not None else 0) + len(tail)
+    filtered = options.where is not None or options.categories is not None or options.objects_only
+    results: list[list[Hit]] = [[] for _ in range(len(queries))]
+    pending = np.arange(len(queries))
+    k_index, complete = k, index is None  # complete: every stored vector can be a candidate at k_index = total
+    for round_no in range(_MAX_ROUNDS):
+        ids, dist = _candidates(index, tail, queries[pending], k_index, service.metric, options)
+        hits = store.join_hits(
+            conn,
+            service.id,
+            ids,
+            dist.astype(np.float32),
+            where=options.where,
+            categories=options.categories,
+            objects_only=options.objects_only,
+        )
+        exhausted = complete and k_index >= total  # fewer than k stored rows pass: nothing more to find
+        short, need, index_short = [], k_index, False
+        for row, query_no in enumerate(pending):
+            found, kept = int((ids[row] >= 0).sum()), len(hits[row])
+            results[query_no] = hits[row][:k]
+            if kept >= k or exhausted or (kept == found and not filtered):  # nothing dropped: no more to ask
+                continue
+            short.append(query_no)
+            need = max(need, _next_depth(k, k_index, kept, found))
+            index_short |= found < min(k_index, total)  # the search itself saw fewer: asking deeper won't help
+        if not short:
+            break
+        pending = np.asarray(short)
+        if need >= total or index_short or round_no == _MAX_ROUNDS - 2:  # the last round sees every row
+            if not complete:
+                # An IVF/HNSW search visits only part of the index, so even k = all may miss rows that pass
+                # the filter: search every list (and deep graphs) before giving fewer than k.
                 deep = max(options.ef_search or 0, total)
                 options = replace(options, nprobe=_EVERY_LIST, ef_search=deep, search_k=deep * 16)
-                widened = True
-            k_index = min(4 * k_index + 8, total)  # rows were deleted or filtered out: ask for more
+            complete, need = True, total
+        k_index = min(need, total)
+    return results
+
+
+def _next_depth(k: int, k_index: int, kept: int, found: int) -> int:
+    """Candidates to ask for next: twice what the share of candidates the join kept says k hits need
+    (none kept: fewer than 1 in `found` pass), and at least 4 x k_index + 8."""
+    return max(4 * k_index + 8, -(-_MARGIN * k * found // max(kept, 1)))
 
 
 def search_images(
