@@ -29,6 +29,7 @@ from bench.rebuild import bench_rebuild
 from bench.report import out, print_all
 from bench.results import Results, json_numbers
 from bench.search import bench_search, exact_truth, ivf_nlist, one_thread_qps, tuned_candidates
+from bench.store_rows import bench_store_rows
 from simsearch.index import LoadedIndex, faiss_index, load_current
 from simsearch.search import SearchOptions
 
@@ -71,6 +72,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     add("--no-exact", dest="exact", action="store_false", help="skip pgvector's exact search (a scan per query)")
     add("--no-rebuild", dest="rebuild", action="store_false", help="skip the rebuild-under-load bench")
     add("--no-ingest", dest="ingest", action="store_false", help="skip the ingest bench")
+    add("--no-store-rows", dest="store_rows", action="store_false", help="skip the storing-rows bench")
+    add("--store-rows-n", type=int, default=20_000, help="images stored per storing-rows run (default: %(default)s)")
     add(
         "--load",
         type=int,
@@ -89,7 +92,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     )
     add("--json", type=Path, metavar="FILE", help="also write the results to FILE as JSON")
     args = parser.parse_args(argv)
-    for name in ("n", "dim", "k", "queries", "clusters", "runs", "clients", "images", "hnsw_m"):
+    for name in ("n", "dim", "k", "queries", "clusters", "runs", "clients", "images", "hnsw_m", "store_rows_n"):
         if getattr(args, name) < 1:
             parser.error(f"--{name.replace('_', '-')} must be at least 1")
     for name in ("load", "one_thread_queries"):
@@ -182,6 +185,11 @@ def run(args: argparse.Namespace) -> tuple[Results, dict[str, float]]:
                     db, Path(tmp) / "photos", args.images, model=args.model, runs=args.runs, seed=args.seed
                 )
             console.log("ingest done")
+        if args.store_rows:
+            with console.status(f"storing rows: {args.store_rows_n} images + vectors, as ingest, vs bare COPY"):
+                stored = mixture.sample(args.store_rows_n, seed=args.seed + 3)
+                res.extra_rows += bench_store_rows(db, stored, runs=args.runs)
+            console.log("storing rows done")
     for row in res.search:
         if row.system == "ours" and row.index == hnsw_type:
             extra["faiss_hnsw_recall"] = row.recall

@@ -6,6 +6,8 @@ Every face reaches these rules through the same functions, so the HTTP suites on
 
 from __future__ import annotations
 
+import random
+import string
 import uuid
 from dataclasses import replace
 from pathlib import Path
@@ -290,3 +292,18 @@ def test_a_chain_indexing_the_same_file_twice_stores_it_once(core: Core, people:
     twice = table_counts(core.engine)
     run_chain(core, ChainCall(ServiceCall(detector, (collage,)), crop=FACES, child=child))
     assert table_counts(core.engine) == twice  # the rows of one copy of the file
+
+
+def test_a_uri_too_long_to_index_is_refused_and_nothing_is_written(core: Core, data_dir: Path) -> None:
+    """An incompressible uri over about 2,700 bytes cannot be a key of image.uri's btree: Postgres failed
+    mid-call with ProgramLimitExceeded, which the faces answered as a 503 "database unavailable"."""
+    service = _service(core)
+    [good, other] = make_folder(data_dir, 2)
+    before = table_counts(core.engine)
+    noise = random.Random(7).choices(string.ascii_letters + string.digits, k=6000)  # incompressible
+    for uri, field in (("".join(noise), "index_uris[1]"), ("".join(noise[:3500]), "uri")):
+        call = ServiceCall(service, (str(good), str(other)), index_uris=(None, uri), index=True)
+        with pytest.raises(BadInput, match=r"at most 4096|too long for Postgres to index") as info:
+            run_image_call(core, call)
+        assert info.value.field == field
+        assert table_counts(core.engine) == before

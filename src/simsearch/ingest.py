@@ -85,8 +85,10 @@ def read_image(
         if source.explicit:
             raise BadInput(exc.field, f"{source.uri}: {exc.reason}") from exc
         return None
+    uri = stored_uri(source, uris)
+    store.check_uri(uri, f"data[{source.position}]")  # a path or URL too long to be stored
     image = NewImage(
-        uri=stored_uri(source, uris),
+        uri=uri,
         sha256=decoded.sha256,
         width=decoded.width,
         height=decoded.height,
@@ -149,7 +151,8 @@ def check_items(
     if metadata is not None and len(metadata) != len(data):
         raise ValueError("metadata needs one entry per data item")
     for i, uri in enumerate(uris or []):
-        store.check_storable(uri, f"index_uris[{i}]")
+        if uri is not None:
+            store.check_uri(uri, f"index_uris[{i}]")
     for i, entry in enumerate(metadata or []):
         store.check_storable(entry, f"metadata[{i}]")
 

@@ -46,7 +46,7 @@ from simsearch.store.services import (
     set_layer,
     update_service,
 )
-from simsearch.store.values import check_storable
+from simsearch.store.values import check_storable, check_uri
 from simsearch.store.write import delete_images, replace_image_vectors, upsert_images
 
 __all__ = [
@@ -66,6 +66,7 @@ __all__ = [
     "announce_generation",
     "category_ids",
     "check_storable",
+    "check_uri",
     "count_vectors",
     "create_service",
     "current_build",

@@ -48,8 +48,8 @@ def database_unavailable(error: BaseException, *, connecting: bool = False) -> D
         if error.connection_invalidated:
             return DatabaseUnavailable(f"lost the connection to the database ({_first_line(cause)})", _RETRY_HINT)
         return None
-    if not isinstance(error, psycopg.OperationalError):
-        return None
+    if not isinstance(error, psycopg.OperationalError) or isinstance(error, pg_errors.ProgramLimitExceeded):
+        return None  # (a value too large for an index is psycopg's OperationalError too, but no outage)
     text = _first_line(error)
     if isinstance(error, pg_errors.ConnectionTimeout):
         return DatabaseUnavailable(

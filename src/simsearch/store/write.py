@@ -4,41 +4,53 @@ that writes vectors joins the service's writers (`builds.join_writers`) first, b
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
-from typing import cast
 
 import numpy as np
-from sqlalchemy import Connection, Table, text
-from sqlalchemy.dialects.postgresql import insert
+from psycopg import errors as pg_errors
+from sqlalchemy import Connection, text
+from sqlalchemy import exc as sa_exc
 
+from simsearch.errors import BadInput
 from simsearch.store.read import raw_connection
 from simsearch.store.records import NewImage
-from simsearch.store.tables import Image
 
-_image = cast(Table, Image.__table__)
+# One statement per batch, whatever its size: arrays, not a VALUES row per image (which SQLAlchemy
+# compiles anew for every row count, and which costs a bind parameter per column and row).
+_UPSERT = text(
+    "INSERT INTO image (uri, sha256, width, height, metadata) "
+    "SELECT * FROM unnest(CAST(:uris AS text[]), CAST(:sha256 AS text[]), CAST(:widths AS int4[]), "
+    "CAST(:heights AS int4[]), CAST(:metadata AS jsonb[])) "
+    "ON CONFLICT (uri) DO UPDATE SET sha256 = excluded.sha256, width = excluded.width, "
+    "height = excluded.height, metadata = image.metadata || excluded.metadata "
+    "RETURNING uri, id"
+)
 
 
 def upsert_images(conn: Connection, images: Sequence[NewImage]) -> dict[str, int]:
     """Insert or refresh images by uri; returns uri -> image id. User metadata is merged, new keys win."""
-    latest = {img.uri: img for img in images}  # one row per uri, or ON CONFLICT hits a row twice
+    latest = list({img.uri: img for img in images}.values())  # one row per uri, or ON CONFLICT hits a row twice
     if not latest:
         return {}
-    statement = insert(_image).values(
-        [
-            {"uri": i.uri, "sha256": i.sha256, "width": i.width, "height": i.height, "metadata": i.metadata}
-            for i in latest.values()
-        ]
-    )
-    upsert = statement.on_conflict_do_update(
-        index_elements=["uri"],
-        set_={
-            "sha256": statement.excluded.sha256,
-            "width": statement.excluded.width,
-            "height": statement.excluded.height,
-            "metadata": _image.c.metadata.op("||")(statement.excluded.metadata),
-        },
-    ).returning(_image.c.uri, _image.c.id)
-    return {uri: image_id for uri, image_id in conn.execute(upsert)}
+    params = {
+        "uris": [i.uri for i in latest],
+        "sha256": [i.sha256 for i in latest],
+        "widths": [i.width for i in latest],
+        "heights": [i.height for i in latest],
+        "metadata": [json.dumps(i.metadata) for i in latest],  # as SQLAlchemy's JSONB binds it
+    }
+    try:
+        return {uri: image_id for uri, image_id in conn.execute(_UPSERT, params)}
+    except sa_exc.OperationalError as exc:
+        if not isinstance(exc.orig, pg_errors.ProgramLimitExceeded):
+            raise
+        # a uri whose compressed form exceeds a btree row (about 2,700 bytes): the caller's fault, not an outage
+        longest = max((i.uri for i in latest), key=len)
+        raise BadInput(
+            "uri",
+            f"{longest[:40]}... ({len(longest.encode())} bytes) is too long for Postgres to index: use a shorter uri",
+        ) from None
 
 
 def replace_image_vectors(conn: Connection, service_id: int, image_ids: Sequence[int], vectors: np.ndarray) -> None:
