@@ -67,6 +67,7 @@ class S3Server:
             f"-volume.port={p['volume']}",
             f"-volume.port.grpc={p['volume_grpc']}",
             "-volume.max=16",
+            "-volume.minFreeSpace=256MiB",  # its default, 1% of the disk, refused every write on a full CI disk
             "-filer",
             f"-filer.port={p['filer']}",
             f"-filer.port.grpc={p['filer_grpc']}",
