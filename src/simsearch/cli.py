@@ -66,16 +66,9 @@ def connect_database(settings: Settings) -> Engine:
 def open_database(settings: Settings, *, migrate: bool | None = None) -> Engine:
     """The database, migrated to the latest schema; or, with `migrate` False (None: as SIMSEARCH_MIGRATE
     says), checked to be at it: a role without DDL rights refuses to start on an older schema."""
-    engine = connect_database(settings)
-    try:
-        if settings.migrate if migrate is None else migrate:
-            store.upgrade(engine)
-        else:
-            store.db.check_at_head(engine)
-    except BaseException:
-        engine.dispose()
-        raise
-    return engine
+    from simsearch.core import at_head
+
+    return at_head(connect_database(settings), migrate=settings.migrate if migrate is None else migrate)
 
 
 @contextmanager

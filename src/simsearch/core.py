@@ -67,6 +67,21 @@ def open_engine(settings: Settings, url: str, **options: Any) -> Engine:  # noqa
     return store.make_engine(url, timeouts=timeouts, **options)
 
 
+def at_head(engine: Engine, *, migrate: bool) -> Engine:
+    """`engine` with its schema at this version's head: migrated, or with `migrate` False (`serve
+    --no-migrate`, SIMSEARCH_MIGRATE=false) checked to be so, as a role without DDL rights needs; the
+    engine is disposed when that fails."""
+    try:
+        if migrate:
+            store.upgrade(engine)
+        else:
+            store.db.check_at_head(engine)
+    except BaseException:
+        engine.dispose()
+        raise
+    return engine
+
+
 def artefact_store(settings: Settings) -> ArtefactStore:
     """The store the settings name (`artefacts`): where this process's builds publish and its index cache
     fetches from (a directory store at the index folder by default)."""

@@ -49,9 +49,11 @@ class ServiceCall:
     @property
     def answering(self) -> ServiceRecord:
         """The service as this call uses it (with the index settings it brings)."""
-        if self.index_values is None:
-            return self.service
-        return replace(self.service, index_settings=self.index_values)
+        return _with_index_values(self.service, self.index_values)
+
+
+def _with_index_values(service: ServiceRecord, values: dict[str, Any] | None) -> ServiceRecord:
+    return service if values is None else replace(service, index_settings=values)
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,10 +97,7 @@ def run_image_call(core: Core, call: ServiceCall) -> ImageOutcome:
     """An extractor service: each image's vector; index, build_index and search as the call asks."""
     check_call(call)
     # Nothing is written before the input is read: the layer and new index settings are stored after.
-    found, extractor = services.extractor_at(
-        core.engine, core.models, call.service, call.layer, stored=call.index or call.search
-    )
-    service = found if call.index_values is None else replace(found, index_settings=call.index_values)
+    service, extractor = extractor_service(core, call)
     predictions: list[Prediction] = []
     skipped = 0
     if call.data and call.index:  # (a new extract_layer is recorded with the first vectors)
@@ -185,20 +184,20 @@ def run_object_call(core: Core, call: ServiceCall) -> ObjectOutcome:
     return ObjectOutcome(images, hits, ranked, stored, skipped)
 
 
-def chain_service(core: Core, child: ServiceCall) -> tuple[ServiceRecord, Extractor]:
-    """The chain's extractor service as its call uses it, and its model at the call's extract_layer (loaded
-    first: an unknown layer is refused before anything is read or written)."""
+def extractor_service(core: Core, call: ServiceCall) -> tuple[ServiceRecord, Extractor]:
+    """An extractor service as its call uses it (layer, new index settings), and its model at the call's
+    extract_layer (loaded first: an unknown layer is refused before anything is read or written)."""
     found, extractor = services.extractor_at(
-        core.engine, core.models, child.service, child.layer, stored=child.index or child.search
+        core.engine, core.models, call.service, call.layer, stored=call.index or call.search
     )
-    return (found if child.index_values is None else replace(found, index_settings=child.index_values)), extractor
+    return _with_index_values(found, call.index_values), extractor
 
 
 def run_chain(core: Core, chain: ChainCall) -> ObjectOutcome:
     """Detect -> filter -> crop -> the extractor service embeds each crop -> store / search / rank, as ONE
     object call: the boxes are stored as the detector's ROIs and the vectors in the extractor service."""
     child = chain.child
-    service, extractor = chain_service(core, child) if child is not None else (None, None)
+    service, extractor = extractor_service(core, child) if child is not None else (None, None)
     how = Detection(
         services.detector_for(chain.detector.service, core.models),
         extractor=extractor,

@@ -18,7 +18,7 @@ from sqlalchemy import Engine
 from simsearch import __version__, store
 from simsearch.api import chain, deepdetect, native, native_objects, observe
 from simsearch.api.errors import body_error, handle_exception
-from simsearch.core import make_core, open_engine
+from simsearch.core import at_head, make_core, open_engine
 from simsearch.errors import BadInput
 from simsearch.settings import Settings
 
@@ -69,16 +69,7 @@ def open_database(settings: Settings) -> Engine:
     """The configured Postgres, or the embedded one, migrated to the latest schema; with SIMSEARCH_MIGRATE
     false (`serve --no-migrate`), checked to be at it instead: a role without DDL rights never migrates."""
     url = settings.database_url or store.embedded_postgres(settings.pgdata)
-    engine = open_engine(settings, url, pool_size=10, max_overflow=20)
-    try:
-        if settings.migrate:
-            store.upgrade(engine)
-        else:
-            store.db.check_at_head(engine)
-    except BaseException:
-        engine.dispose()
-        raise
-    return engine
+    return at_head(open_engine(settings, url, pool_size=10, max_overflow=20), migrate=settings.migrate)
 
 
 def create_app(settings: Settings | None = None, *, engine: Engine | None = None) -> Litestar:

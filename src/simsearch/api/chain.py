@@ -41,7 +41,7 @@ from simsearch.core import Core
 from simsearch.errors import BadInput
 from simsearch.input import NO_CROP, Crop
 from simsearch.objects import ObjectImage
-from simsearch.predict import ChainCall, ObjectOutcome, ServiceCall, chain_service, run_chain
+from simsearch.predict import ChainCall, ObjectOutcome, ServiceCall, extractor_service, run_chain
 from simsearch.store import Hit, ServiceRecord
 
 T = TypeVar("T")
@@ -298,7 +298,7 @@ def _classes(image: ObjectImage, found: list[list[Hit]], outcome: ObjectOutcome,
 def _run(core: Core, chain: _Chain) -> ObjectOutcome:
     """The chain run by the core, its refusals named by the call they come from."""
     if (child := chain.call.child) is not None:  # its model at its layer: refused first, named by its call
-        _in_call(chain.child_at, lambda: chain_service(core, child))
+        _in_call(chain.child_at, lambda: extractor_service(core, child))
     try:
         return run_chain(core, chain.call)
     except BadInput as exc:
