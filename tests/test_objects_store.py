@@ -144,7 +144,9 @@ def test_each_score_matches_its_formula_in_python(engine: Engine, score: str) ->
     dists = [float(np.float32(d)) for d in rng.random(30)]
     with engine.connect() as conn:
         ranked = store.rank_images(conn, embedder.id, query_no, chosen, dists, score=score, limit=100)
-        joined = store.join_hits(conn, embedder.id, np.array([chosen]), np.array([dists], np.float32))[0]
+        joined = store.search_rows(
+            conn, embedder.id, np.array([chosen]), np.array([dists], np.float32), dim=embedder.dim
+        ).hits[0]
     by_id = {h.embedding_id: h for h in joined}
     best: dict[tuple[int, int], float] = {}
     for q, eid, d in zip(query_no, chosen, dists, strict=True):  # a repeated (query, embedding) counts once

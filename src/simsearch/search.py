@@ -37,13 +37,14 @@ class SearchOptions:
 
 def _candidates(
     index: LoadedIndex | None,
-    tail: store.VectorSet,
+    backlog: store.VectorSet,
     queries: np.ndarray,
     k_index: int,
     metric: str,
     options: SearchOptions,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """(ids, reported distances) per query, sorted by distance; -1 ids pad missing slots."""
+    """(ids, reported distances) of the k_index nearest candidates per query, of the index and of the
+    backlog, sorted by distance; -1 ids pad missing slots."""
     parts_ids, parts_dist = [], []
     if index is not None and index.index.ntotal:
         dist, ids = search_loaded(
@@ -57,16 +58,18 @@ def _candidates(
         )
         parts_ids.append(ids)
         parts_dist.append(dist)
-    if len(tail):
-        raw, positions = faiss_index.exact_search(tail.vectors, queries, k_index, metric)
-        parts_ids.append(np.where(positions >= 0, tail.ids[np.maximum(positions, 0)], -1))
+    if len(backlog):
+        raw, positions = faiss_index.exact_search(backlog.vectors, queries, k_index, metric)
+        parts_ids.append(np.where(positions >= 0, backlog.ids[np.maximum(positions, 0)], -1))
         parts_dist.append(faiss_index.reported_distance(raw, metric, queries.shape[1]))
     if not parts_ids:
         return np.full((len(queries), 0), -1, np.int64), np.empty((len(queries), 0), np.float32)
     ids = np.concatenate(parts_ids, axis=1)
     dist = np.concatenate(parts_dist, axis=1)
     dist = np.where(ids >= 0, dist, np.inf)
-    order = np.argsort(dist, axis=1, kind="stable")
+    # the nearest k_index of both: whatever neither returned is farther than the last of them, so k kept
+    # candidates are the answer (with k_index from each, a row the index did not return could come first)
+    order = np.argsort(dist, axis=1, kind="stable")[:, :k_index]
     return np.take_along_axis(ids, order, axis=1), np.take_along_axis(dist, order, axis=1)
 
 
@@ -118,51 +121,45 @@ def _search_vectors(
         search_k=options.search_k or configured.get("search_k"),
     )
     queries = check_queries(service, queries, k)
-    watermark = index.build.watermark if index is not None else 0
-    # autocommit: no BEGIN/ROLLBACK round trips; the tail and the join need no common snapshot (a row
-    # added between them is simply not found yet, one deleted is dropped by the join)
+    # autocommit: no BEGIN/ROLLBACK round trips; the rounds need no common snapshot (a row added between
+    # them is simply not found yet, one deleted is dropped by the join)
     with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
-        tail = store.read_recent_vectors(conn, service.id, service.dim, after_id=watermark)
-        return _search_rounds(conn, service, index, tail, queries, k, options)
+        return _search_rounds(conn, service, index, queries, k, options)
 
 
 def _search_rounds(
     conn: Connection,
     service: ServiceRecord,
     index: LoadedIndex | None,
-    tail: store.VectorSet,
     queries: np.ndarray,
     k: int,
     options: SearchOptions,
 ) -> list[list[Hit]]:
     """Search, join, and search again for only the queries the join left short of k (rows deleted since
     the build, or filtered out), deeper each round; at most _MAX_ROUNDS rounds, the last exhaustive. The
-    queries already answered keep their hits: one short query never re-runs the batch."""
-    total = (index.index.ntotal if index is not None else 0) + len(tail)
-    filtered = options.where is not None or options.categories is not None or options.objects_only
+    first round's one statement also brings the rows newer than the index that pass the filter, searched
+    exactly and merged into every round's answer. The queries already answered keep their hits: one short
+    query never re-runs the batch."""
+    passes = store.HitFilter(options.where, options.categories, options.objects_only)
+    ids, dist, rows, backlog = _first_round(conn, service, index, queries, k, options, passes)
+    recent = _recent_hits(rows, queries, k, service.metric)
+    total = (index.index.ntotal if index is not None else 0) + len(backlog)
     results: list[list[Hit]] = [[] for _ in range(len(queries))]
     pending = np.arange(len(queries))
     k_index, complete = k, index is None  # complete: every stored vector can be a candidate at k_index = total
     for round_no in range(_MAX_ROUNDS):
-        ids, dist = _candidates(index, tail, queries[pending], k_index, service.metric, options)
-        hits = store.join_hits(
-            conn,
-            service.id,
-            ids,
-            dist.astype(np.float32),
-            where=options.where,
-            categories=options.categories,
-            objects_only=options.objects_only,
-        )
+        if round_no:
+            ids, dist = _candidates(index, backlog, queries[pending], k_index, service.metric, options)
+            rows = store.search_rows(conn, service.id, ids, dist, dim=service.dim, passes=passes)
         exhausted = complete and k_index >= total  # fewer than k stored rows pass: nothing more to find
         short, need, index_short = [], k_index, False
         for row, query_no in enumerate(pending):
-            found, kept = int((ids[row] >= 0).sum()), len(hits[row])
-            results[query_no] = hits[row][:k]
-            if kept >= k or exhausted or (kept == found and not filtered):  # nothing dropped: no more to ask
+            found, kept = int((ids[row] >= 0).sum()), rows.hits[row]
+            results[query_no] = _merged(kept, recent[query_no], k)
+            if exhausted or _answered(kept, results[query_no], dist[row], found, k, filtered=passes.active):
                 continue
             short.append(query_no)
-            need = max(need, _next_depth(k, k_index, kept, found))
+            need = max(need, _next_depth(k, k_index, len(kept), found))
             index_short |= found < min(k_index, total)  # the search itself saw fewer: asking deeper won't help
         if not short:
             break
@@ -176,6 +173,58 @@ def _search_rounds(
             complete, need = True, total
         k_index = min(need, total)
     return results
+
+
+def _first_round(
+    conn: Connection,
+    service: ServiceRecord,
+    index: LoadedIndex | None,
+    queries: np.ndarray,
+    k: int,
+    options: SearchOptions,
+    passes: store.HitFilter,
+) -> tuple[np.ndarray, np.ndarray, store.SearchRows, store.VectorSet]:
+    """The index's k candidates per query and the statement that joins them and brings the recent rows.
+    Past RECENT_MAX recent rows (a backlog since the last build) they are read by COPY instead and
+    searched like a second index, and the round is asked again; the backlog comes back (else empty)."""
+    backlog = store.VectorSet(ids=np.empty(0, np.int64), vectors=np.empty((0, service.dim), np.float32))
+    watermark = index.build.watermark if index is not None else 0
+    ids, dist = _candidates(index, backlog, queries, k, service.metric, options)
+    rows = store.search_rows(conn, service.id, ids, dist, dim=service.dim, after=watermark, passes=passes)
+    if rows.recent_complete:
+        return ids, dist, rows, backlog
+    backlog = store.read_service_vectors(conn, service.id, service.dim, after_id=watermark)
+    ids, dist = _candidates(index, backlog, queries, k, service.metric, options)
+    return ids, dist, store.search_rows(conn, service.id, ids, dist, dim=service.dim, passes=passes), backlog
+
+
+def _recent_hits(rows: store.SearchRows, queries: np.ndarray, k: int, metric: str) -> list[list[Hit]]:
+    """Per query, its k nearest recent rows (exact), nearest first."""
+    if not rows.recent:
+        return [[] for _ in range(len(queries))]
+    raw, positions = faiss_index.exact_search(rows.recent_vectors, queries, min(k, len(rows.recent)), metric)
+    dist = faiss_index.reported_distance(raw, metric, queries.shape[1])
+    return [
+        [replace(rows.recent[p], dist=float(d)) for p, d in zip(ps, ds, strict=True) if p >= 0]
+        for ps, ds in zip(positions, dist, strict=True)
+    ]
+
+
+def _merged(kept: list[Hit], recent: list[Hit], k: int) -> list[Hit]:
+    if not recent:
+        return kept[:k]
+    return sorted(kept + recent, key=lambda hit: (hit.dist, hit.embedding_id))[:k]
+
+
+def _answered(kept: list[Hit], merged: list[Hit], dist: np.ndarray, found: int, k: int, *, filtered: bool) -> bool:
+    """Whether a query's merged hits are its answer: k of the candidates passed; or k hits all nearer than
+    the farthest candidate (what the index did not return is farther still); or, unfiltered, the join
+    dropped nothing (the index has no more to give)."""
+    if len(kept) >= k:
+        return True
+    if found and len(merged) >= k and merged[-1].dist <= float(dist[found - 1]):
+        return True
+    return not filtered and len(kept) == found
 
 
 def _next_depth(k: int, k_index: int, kept: int, found: int) -> int:

@@ -15,7 +15,7 @@ from simsearch.store.builds import (
 )
 from simsearch.store.db import Timeouts, make_engine, masked_url, unbounded, upgrade
 from simsearch.store.embedded import embedded_postgres
-from simsearch.store.hits import join_hits
+from simsearch.store.hits import NO_RECENT, HitFilter, SearchRows, search_rows
 from simsearch.store.images import get_image, image_ids, image_vector, list_images, update_metadata
 from simsearch.store.notify import CHANNEL, announce_generation, listen_generations
 from simsearch.store.objects import category_ids, image_objects, rank_images, replace_objects
@@ -51,15 +51,18 @@ from simsearch.store.write import delete_images, replace_image_vectors, upsert_i
 
 __all__ = [
     "CHANNEL",
+    "NO_RECENT",
     "SCORES",
     "BuildRecord",
     "Hit",
+    "HitFilter",
     "ImageRecord",
     "NewImage",
     "NewObject",
     "ObjectRecord",
     "RankedImage",
     "Score",
+    "SearchRows",
     "ServiceRecord",
     "Timeouts",
     "VectorSet",
@@ -86,7 +89,6 @@ __all__ = [
     "image_ids",
     "image_objects",
     "image_vector",
-    "join_hits",
     "join_writers",
     "list_builds",
     "list_images",
@@ -103,6 +105,7 @@ __all__ = [
     "record_layer",
     "replace_image_vectors",
     "replace_objects",
+    "search_rows",
     "set_layer",
     "start_build",
     "unbounded",

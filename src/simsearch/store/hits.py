@@ -1,69 +1,140 @@
-"""Join kNN hits to image metadata in one query, through the sql/ function simsearch_join_hits."""
+"""A search's one SQL statement: kNN candidates joined to their image metadata (and box), plus the rows newer
+than the index that pass the same filter, with their vectors, for an exact search. Plain psycopg and a
+prepared statement: this is the hot path of every search (issue 14), so no ORM layer and one round trip."""
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from sqlalchemy import Connection, text
+from sqlalchemy import Connection
 
+from simsearch.store.read import raw_connection
 from simsearch.store.records import Hit
 
-_JOIN = text(
-    "SELECT * FROM simsearch_join_hits(CAST(:sid AS integer), CAST(:q AS integer[]), CAST(:ids AS bigint[]), "
-    "CAST(:dists AS real[]), CAST(:filter AS jsonb), CAST(:categories AS text[]), CAST(:objects_only AS boolean))"
+RECENT_MAX = 4096  # rows newer than the index, at most, that one statement returns (more: read by COPY)
+NO_RECENT = (1 << 63) - 1  # `after`: no recent rows wanted (a widening round; they came with the first)
+
+_OUTPUT_JOINS = """JOIN image i ON i.id = e.image_id
+LEFT JOIN roi r ON r.id = e.roi_id
+LEFT JOIN category c ON c.id = r.category_id"""
+
+
+@functools.lru_cache(maxsize=256)
+def _statement(service_id: int, after: int, where: bool, categories: bool, objects_only: bool) -> str:
+    """The statement for one service, one index watermark and one shape of filter: the two integers inline
+    and only the conditions the filter has, so that Postgres's generic plan of the prepared statement is
+    as cheap as a custom one and is kept after 5 runs (planning it costs several times running it)."""
+    passes = [
+        *(["i.metadata @> %(filter)s::jsonb"] if where else []),
+        *(["c.name = ANY(%(categories)s::text[])"] if categories else []),
+        *(["e.roi_id IS NOT NULL"] if objects_only else []),
+    ]
+    recent_joins = (["JOIN image i ON i.id = e.image_id"] if where else []) + (
+        ["JOIN roi r ON r.id = e.roi_id", "JOIN category c ON c.id = r.category_id"] if categories else []
+    )
+    also = "".join(f" AND {p}" for p in passes)
+    # query_no -1: a recent row (no distance yet), with its vector; the same columns as simsearch_join_hits
+    return f"""WITH recent AS (
+    SELECT e.id FROM embedding e {" ".join(recent_joins)}
+    WHERE e.service_id = {int(service_id)} AND e.id > {int(after)}{also}
+    ORDER BY e.id LIMIT {RECENT_MAX + 1}
+), hit AS (
+    SELECT h.q, h.eid, h.d FROM unnest(%(q)s::integer[], %(ids)s::bigint[], %(dists)s::real[]) AS h(q, eid, d)
+    UNION ALL
+    SELECT -1, id, NULL FROM recent
 )
+SELECT hit.q, e.id, hit.d, i.id, e.roi_id, i.uri, i.width, i.height, i.sha256, i.metadata, c.name, r.prob,
+       CASE WHEN r.id IS NOT NULL THEN ARRAY[r.bbox_xmin, r.bbox_ymin, r.bbox_xmax, r.bbox_ymax] END,
+       CASE WHEN hit.q < 0 THEN e.vector END
+FROM hit JOIN embedding e ON e.id = hit.eid AND e.service_id = {int(service_id)}
+{_OUTPUT_JOINS}
+WHERE true{also}
+ORDER BY hit.q, hit.d, e.id"""
 
 
-def join_hits(
+@dataclass(frozen=True, slots=True)
+class HitFilter:
+    """What a hit must be: its image's metadata contains `where`, its object is of one of `categories`,
+    and (with `objects_only`) it is an object vector, not a whole-image one."""
+
+    where: dict[str, Any] | None = None
+    categories: Sequence[str] | None = None
+    objects_only: bool = False
+
+    @property
+    def active(self) -> bool:
+        return self.where is not None or self.categories is not None or self.objects_only
+
+
+@dataclass(frozen=True, slots=True)
+class SearchRows:
+    """Per query, the candidates still stored that pass the filter, nearest first; and the recent rows that
+    pass it (dist 0 until searched) with their vectors; `recent_complete` is False when there were more
+    than RECENT_MAX of them (the caller reads them otherwise)."""
+
+    hits: list[list[Hit]]
+    recent: list[Hit]
+    recent_vectors: np.ndarray  # (len(recent), dim) float32
+    recent_complete: bool
+
+
+def search_rows(
     conn: Connection,
     service_id: int,
     ids: np.ndarray,
     dists: np.ndarray,
     *,
-    where: dict[str, Any] | None = None,
-    categories: Sequence[str] | None = None,
-    objects_only: bool = False,
-) -> list[list[Hit]]:
-    """ids/dists: (nq, k) arrays, -1 ids for missing hits. Returns per query the hits still stored,
-    nearest first; hits whose rows are gone, whose image metadata does not contain `where`, whose
-    object is not of one of `categories`, or (with `objects_only`) that are whole-image vectors, are
-    dropped (the caller asks for more than k)."""
-    nq = ids.shape[0]
+    dim: int,
+    after: int = NO_RECENT,
+    passes: HitFilter | None = None,
+) -> SearchRows:
+    """ids/dists: (nq, k) candidates per query, -1 ids for missing ones. Hits whose rows are gone (deleted
+    since the index was built) or that fail the filter are dropped (the caller asks for more than k).
+    With `after` (the index's watermark), the rows newer than it come back too, for an exact search."""
+    passes = passes or HitFilter()
     valid = ids >= 0
-    query_no = np.broadcast_to(np.arange(nq)[:, None], ids.shape)[valid]
-    out: list[list[Hit]] = [[] for _ in range(nq)]
-    if not valid.any():
-        return out
-    rows = conn.execute(
-        _JOIN,
-        {
-            "sid": service_id,
-            "q": query_no.tolist(),
-            "ids": ids[valid].tolist(),
-            "dists": dists[valid].astype(np.float64).tolist(),
-            "filter": json.dumps(where) if where is not None else None,
-            "categories": list(categories) if categories is not None else None,
-            "objects_only": objects_only,
-        },
+    query_no = np.broadcast_to(np.arange(ids.shape[0], dtype=np.int32)[:, None], ids.shape)[valid]
+    params = {
+        "q": query_no.tolist(),
+        "ids": ids[valid].tolist(),
+        "dists": dists[valid].astype(np.float64).tolist(),
+        "filter": json.dumps(passes.where) if passes.where is not None else None,
+        "categories": list(passes.categories) if passes.categories is not None else None,
+        "objects_only": passes.objects_only,
+    }
+    statement = _statement(
+        service_id, after, passes.where is not None, passes.categories is not None, passes.objects_only
     )
-    for row in rows:
-        out[row.query_no].append(
-            Hit(
-                embedding_id=row.embedding_id,
-                dist=float(row.dist),
-                image_id=row.image_id,
-                roi_id=row.roi_id,
-                uri=row.uri,
-                width=row.width,
-                height=row.height,
-                sha256=row.sha256,
-                metadata=row.metadata,
-                category=row.category,
-                prob=row.prob,
-                bbox=tuple(row.bbox) if row.bbox is not None else None,
-            )
+    rows = raw_connection(conn).execute(statement, params, prepare=True, binary=True).fetchall()
+    hits: list[list[Hit]] = [[] for _ in range(ids.shape[0])]
+    recent: list[Hit] = []
+    vectors: list[Any] = []
+    for q, eid, dist, image_id, roi_id, uri, width, height, sha256, metadata, category, prob, bbox, vector in rows:
+        box = tuple(bbox) if bbox is not None else None
+        hit = Hit(
+            eid,
+            0.0 if dist is None else dist,
+            image_id,
+            roi_id,
+            uri,
+            width,
+            height,
+            sha256,
+            metadata,
+            category,
+            prob,
+            box,
         )
-    return out
+        if q >= 0:
+            hits[q].append(hit)
+        else:
+            recent.append(hit)
+            vectors.append(vector.to_numpy())  # pgvector's psycopg loader gives Vector objects
+    recent_vectors = np.stack(vectors).astype(np.float32, copy=False) if vectors else np.empty((0, dim), np.float32)
+    complete = len(recent) <= RECENT_MAX
+    return SearchRows(hits, recent[:RECENT_MAX], recent_vectors[:RECENT_MAX], complete)
