@@ -962,6 +962,7 @@ OPERATIONS = {
     ("get", "/api/v1/services/{name}/builds"): None,
     ("get", "/api/v1/images"): None,
     ("get", "/api/v1/images/{image_id}"): None,
+    ("get", "/api/v1/images/{image_id}/thumbnail"): None,
     ("get", "/api/v1/images/{image_id}/objects"): None,
     ("patch", "/api/v1/images/{image_id}"): "ImagePatch",
     ("delete", "/api/v1/images/{image_id}"): None,

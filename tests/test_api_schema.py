@@ -62,7 +62,7 @@ def test_the_served_schema_is_the_tested_one(client: TestClient[Litestar]) -> No
     assert served.status_code == 200
     assert served.json() == json.loads(json.dumps(DOCUMENT))
     operations = [op for path, item in DOCUMENT["paths"].items() if path.startswith("/api/v1/") for op in item]
-    assert len(operations) == 22  # issue 13: /api/v1/ready and /api/v1/live
+    assert len(operations) == 23  # issue 13: /api/v1/ready and /api/v1/live; issue 15: thumbnails
 
 
 EXCLUDED = [

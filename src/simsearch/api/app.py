@@ -16,7 +16,7 @@ from litestar.openapi.spec import Components, SecurityScheme
 from sqlalchemy import Engine
 
 from simsearch import __version__, store
-from simsearch.api import chain, deepdetect, native, native_objects, observe
+from simsearch.api import chain, deepdetect, docs, native, native_objects, observe, thumbnails, ui
 from simsearch.api.errors import body_error, handle_exception
 from simsearch.core import at_head, make_core, open_engine
 from simsearch.errors import BadInput
@@ -99,9 +99,14 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
             *chain.ROUTES,
             *native.ROUTES,
             *native_objects.ROUTES,
+            *thumbnails.ROUTES,
             observe.metrics_route,
+            *ui.ROUTES,
+            ui.static_router(),
+            docs.assets_router(),
         ],
         lifespan=[lifespan],
+        template_config=ui.TEMPLATES,
         exception_handlers={Exception: handle_exception},
         request_class=SimsearchRequest,
         before_request=strict_json_body,
@@ -112,6 +117,7 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
             description="Image similarity search on PostgreSQL. The native face, /api/v1; the DeepDetect-compatible "
             "routes (/info, /services, /predict) are documented in the README.",
             path="/schema",
+            render_plugins=docs.render_plugins(),  # Swagger UI from packaged files: no CDN
             # Each guarded route declares `security` itself: /api/v1/health needs no token.
             components=Components(
                 security_schemes={"bearer": SecurityScheme(type="http", scheme="bearer")},
