@@ -35,6 +35,13 @@ class Core:
         return [*self.intake.roots, self.home]
 
 
+def service_named(core: Core, name: str) -> store.ServiceRecord:
+    """The service of that (stored, lower-case) name, or NotFound: one autocommit read, as every face's
+    request starts."""
+    with store.reading(core.engine) as conn:
+        return store.get_service(conn, name)
+
+
 def intake_of(settings: Settings, *, bounded: bool = True, urls: bool = True) -> Intake:
     """The settings' input limits; `bounded=False` lifts the per-call item limit (the CLI commits per batch),
     `urls=False` refuses URLs whatever the settings allow (the CLI reads local files only)."""

@@ -123,7 +123,7 @@ def _search_vectors(
     queries = check_queries(service, queries, k)
     # autocommit: no BEGIN/ROLLBACK round trips; the rounds need no common snapshot (a row added between
     # them is simply not found yet, one deleted is dropped by the join)
-    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+    with store.reading(engine) as conn:
         return _search_rounds(conn, service, index, queries, k, options)
 
 

@@ -20,7 +20,6 @@ from litestar.handlers import HTTPRouteHandler
 from litestar.params import FromPath
 from litestar.status_codes import HTTP_200_OK
 
-from simsearch import store
 from simsearch.api.context import authorize, core_of
 from simsearch.api.dd_call import Parsed, parse_call
 from simsearch.api.dd_wire import (
@@ -38,6 +37,7 @@ from simsearch.api.dd_wire import (
 )
 from simsearch.api.errors import DD_FIELDS, DDError, wrong_json
 from simsearch.core import Core
+from simsearch.core import service_named as core_service
 from simsearch.errors import BadInput
 from simsearch.input import NO_CROP, Crop
 from simsearch.objects import ObjectImage
@@ -88,8 +88,7 @@ def _service(core: Core, call: Json, i: int) -> ServiceRecord:
     name = take(call, "service", str, f"chain.calls[{i}]")
     if name is None:
         raise wrong_json(f"chain.calls[{i}].service", "must be a service name, got null")
-    with core.engine.connect() as conn:
-        return store.get_service(conn, name.lower())  # NotFound: 404/1002
+    return core_service(core, name.lower())  # NotFound: 404/1002
 
 
 def _number(params: Json, key: str, path: str, *, integer: bool, most: float) -> Any:  # noqa: ANN401

@@ -40,6 +40,7 @@ from simsearch.api.dd_wire import (
 )
 from simsearch.api.errors import DDError, wrong_json
 from simsearch.core import Core
+from simsearch.core import service_named as core_service
 from simsearch.errors import BadInput, NotFound
 from simsearch.index import INDEX_KEYS, index_settings, stored_settings
 from simsearch.input import under_roots
@@ -274,8 +275,7 @@ async def get_service(request: Request[Any, Any, Any], name: FromPath[str]) -> R
 
 
 def _describe(core: Core, name: FromPath[str]) -> Response[Json]:
-    with core.engine.connect() as conn:
-        service = store.get_service(conn, name.lower())
+    service = core_service(core, name.lower())
     return dd_answer({"method": "/services", "service": service.name}, _service_info(core, service, full=True))
 
 
@@ -305,8 +305,7 @@ def _parse_predict(core: Core, body: Json) -> Parsed:
     name = body.get("service")
     if not isinstance(name, str):
         raise DDError(400, None, None) if name is None else wrong_json("service", "must be a string")
-    with core.engine.connect() as conn:
-        service = store.get_service(conn, name.lower())
+    service = core_service(core, name.lower())
     data = take_strings(body, "data", "") or []
     parsed = parse_call(core, service, body, data, take_strings(body, "index_uris", ""))
     calls.check_call(parsed.call)

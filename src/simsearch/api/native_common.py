@@ -29,6 +29,7 @@ from simsearch.api.schemas import (
     UploadForm,
 )
 from simsearch.core import Core
+from simsearch.core import service_named as core_service
 from simsearch.errors import BadInput, NotFound
 from simsearch.store import ServiceRecord
 
@@ -77,8 +78,7 @@ def service_named(core: Core, name: FromPath[str]) -> ServiceRecord:
         stored = services.check_name(name)
     except BadInput:  # no service can have this name
         raise NotFound(f"service {name[:100]!r} not found") from None
-    with core.engine.connect() as conn:
-        return store.get_service(conn, stored)
+    return core_service(core, stored)
 
 
 @contextmanager

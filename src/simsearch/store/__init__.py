@@ -13,7 +13,7 @@ from simsearch.store.builds import (
     start_build,
     unlock_builds,
 )
-from simsearch.store.db import Timeouts, make_engine, masked_url, unbounded, upgrade
+from simsearch.store.db import Timeouts, make_engine, masked_url, reading, unbounded, upgrade
 from simsearch.store.embedded import embedded_postgres
 from simsearch.store.hits import NO_RECENT, HitFilter, SearchRows, search_rows
 from simsearch.store.images import get_image, image_ids, image_vector, list_images, update_metadata
@@ -101,6 +101,7 @@ __all__ = [
     "rank_images",
     "read_recent_vectors",
     "read_service_vectors",
+    "reading",
     "reattach_service",
     "record_layer",
     "replace_image_vectors",

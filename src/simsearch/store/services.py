@@ -8,6 +8,7 @@ from sqlalchemy import Connection, Table, func, insert, select, text, update
 from sqlalchemy.exc import IntegrityError
 
 from simsearch.errors import BadInput, Conflict, NotFound
+from simsearch.store.read import raw_connection
 from simsearch.store.records import ServiceRecord
 from simsearch.store.tables import Embedding, Service
 
@@ -32,12 +33,21 @@ def create_service(conn: Connection, **values: Any) -> ServiceRecord:  # noqa: A
     return _record(row)
 
 
+# Every request looks its service up by name first: a prepared statement on the driver's connection, as
+# the search's own statement, costs a third of SQLAlchemy's compiled select here (issue 14, item 5).
+_COLUMNS = tuple(c.name for c in _service.c)
+_BY_NAME = f"SELECT {', '.join(_COLUMNS)} FROM service WHERE name = %s"
+
+
 def find_service(conn: Connection, name: str) -> ServiceRecord | None:
     """The service of that name, attached or detached; None when there is none."""
     if "\x00" in name:
         return None  # no stored name has one (text holds no NUL), and Postgres would refuse the query
-    row = conn.execute(select(_service).where(_service.c.name == name)).one_or_none()
-    return _record(row) if row is not None else None
+    cursor = raw_connection(conn).execute(_BY_NAME, (name,), prepare=True)
+    row = cursor.fetchone()
+    if row is None:
+        return None
+    return ServiceRecord(**dict(zip(_COLUMNS, row, strict=True)))
 
 
 def find_detached_by_repository(conn: Connection, repository: str) -> ServiceRecord | None:
