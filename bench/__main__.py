@@ -22,6 +22,7 @@ from rich.console import Console
 from bench import Row
 from bench.build import BuildRow, flat_vs_copy, fresh_build
 from bench.data import Mixture, embedded_database, load_vectors
+from bench.filtered import bench_filtered
 from bench.ingest import bench_ingest
 from bench.load import busy_processes
 from bench.pgvector import PgvectorSearch, connect, hnsw_build_seconds
@@ -73,6 +74,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     add("--no-rebuild", dest="rebuild", action="store_false", help="skip the rebuild-under-load bench")
     add("--no-ingest", dest="ingest", action="store_false", help="skip the ingest bench")
     add("--no-store-rows", dest="store_rows", action="store_false", help="skip the storing-rows bench")
+    add("--no-filtered", dest="filtered", action="store_false", help="skip the filtered-search bench")
     add("--store-rows-n", type=int, default=20_000, help="images stored per storing-rows run (default: %(default)s)")
     add(
         "--load",
@@ -164,6 +166,13 @@ def run(args: argparse.Namespace) -> tuple[Results, dict[str, float]]:
         console.log("search done")
         hnsw_row = res.search_row(hnsw_type)
         ef = hnsw_row.value if hnsw_row else None
+        if args.filtered and args.hnsw:
+            with console.status("filtered search: 1 %, 10 %, 50 % of rows passing, ours vs pgvector iterative scans"):
+                res.filtered, filtered_rows = bench_filtered(
+                    db, service, indexes[hnsw_type], queries, args.k, ef_search=ef, runs=args.runs
+                )
+                res.extra_rows += filtered_rows
+            console.log("filtered search done")
 
         if args.rebuild:
             with console.status(f"rebuild of {hnsw_type} under {args.clients} search clients"):

@@ -142,10 +142,22 @@ def print_headline(rows: Sequence[Row]) -> None:
     out.print(table)
 
 
+def print_filtered(res: Results) -> None:
+    if not res.filtered:
+        return
+    table = Table(title=f"filtered search, 1 client, k={res.k}: recall@{res.k} against the exact filtered truth")
+    for column in ("share of rows passing", "system", "setting", f"recall@{res.k}", "q/s"):
+        table.add_column(column, justify="right" if column in (f"recall@{res.k}", "q/s") else "left")
+    for r in res.filtered:
+        table.add_row(f"{r.share:.0%}", r.system, r.setting or "-", f"{r.recall:.3f}", fmt(r.qps))
+    out.print(table)
+
+
 def print_all(res: Results) -> list[Row]:
     print_search(res)
     if res.search_loaded:
         print_search(res, loaded=True)
+    print_filtered(res)
     print_build(res)
     print_rss(res)
     print_rebuild(res)

@@ -9,6 +9,7 @@ from dataclasses import asdict, dataclass, field
 
 from bench import Row
 from bench.build import BuildRow, FlatVsCopy
+from bench.filtered import FilteredRow
 from bench.rebuild import RebuildResult
 from bench.search import PGVECTOR_EXACT, PGVECTOR_HNSW, TARGET_RECALL, SearchRow
 
@@ -33,7 +34,8 @@ class Results:
     flat_one_thread_qps: float = float("nan")
     hnsw_one_thread_qps: float = float("nan")
     rebuild: RebuildResult | None = None
-    extra_rows: list[Row] = field(default_factory=list)  # the ingest bench
+    extra_rows: list[Row] = field(default_factory=list)  # the ingest, storing-rows and filtered benches
+    filtered: list[FilteredRow] = field(default_factory=list)  # every filter share's systems
 
     @property
     def raw_bytes(self) -> int:
@@ -290,6 +292,7 @@ def json_numbers(res: Results, rows: Sequence[Row], extra: dict[str, float]) -> 
             for b in res.builds
         ],
         "flat_vs_copy": asdict(res.flat) if res.flat else None,
+        "filtered": [asdict(r) for r in res.filtered],
         "pgvector_hnsw_build_seconds": res.pgvector_build_seconds,
         "raw_bytes": res.raw_bytes,
         "rebuild": asdict(res.rebuild) | {"errors": res.rebuild.errors} if res.rebuild else None,

@@ -29,7 +29,12 @@ def test_models_match_the_migrated_schema(engine: Engine) -> None:
 def test_migrations_round_trip(database_url: str) -> None:
     eng = store.make_engine(database_url)
     store.upgrade(eng)
-    assert store.db.current_revision(eng) == "0005"
+    assert store.db.current_revision(eng) == "0006"
+    with eng.connect() as conn:  # 0006: metadata filters have a GIN index
+        assert conn.execute(text("SELECT to_regclass('ix_image_metadata')")).scalar() is not None
+    store.db.downgrade(eng, "0005")
+    with eng.connect() as conn:
+        assert conn.execute(text("SELECT to_regclass('ix_image_metadata')")).scalar() is None
     store.db.downgrade(eng, "0004")
     with eng.connect() as conn:  # 0005 recorded each generation's artefacts (store key, size, checksums)
         assert "artefact_key" not in {c["name"] for c in inspect(conn).get_columns("index_build")}

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from sqlalchemy import Engine
 
-from simsearch import store
+from simsearch import search, store
 from simsearch.index import LoadedIndex, build_generation, faiss_index, load_current
 from simsearch.search import SearchOptions, search_vectors
 from simsearch.store import NewImage, ServiceRecord
@@ -65,6 +65,13 @@ def collection(engine: Engine) -> tuple[ServiceRecord, np.ndarray, np.ndarray, n
     return service, ids, queries, ids[is_cat][order[:K]]
 
 
+@pytest.fixture(autouse=True)
+def widening_alone(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each search as if its filter were new: no pass rate is remembered between searches (a remembered one
+    makes the next search deeper at once, or exact in Postgres), so that rounds can be counted."""
+    monkeypatch.setattr(search, "_PASS_RATES_MAX", 0)
+
+
 def _loaded(engine: Engine, service: ServiceRecord, index_type: str, folder: Path) -> LoadedIndex | None:
     if index_type == "none":  # no build: the exact search over vectors newer than any index
         return None
@@ -110,10 +117,10 @@ def test_only_the_short_query_is_searched_again(
     assert all(hit.metadata["label"] == "cat" for hits in batch for hit in hits)
     if index_type != "HNSW16":  # an exhaustive round of an HNSW graph may still miss an unreached node
         assert [hit.embedding_id for hit in batch[0]] == truth.tolist()
-    assert searched[0] == len(queries)  # the first round asks for the whole batch
-    if index_type == "none":  # no index: every row is recent, filtered in SQL and searched exactly, at once
-        assert searched == joined == [len(queries)]  # one statement: no candidates, the recent rows only
+    if index_type == "none":  # no index: Postgres answers exactly, in one statement, no FAISS search or join
+        assert searched == joined == []
         return
+    assert searched[0] == len(queries)  # the first round asks for the whole batch
     assert len(searched) > 1
     assert all(n == 1 for n in searched[1:])  # then only the short one, again
     assert joined == searched  # each round: one search and one join, of the same queries
@@ -145,7 +152,7 @@ def test_a_filter_nothing_passes_ends_after_a_bounded_number_of_rounds(
     _, joined = _counting(monkeypatch)
     queries = vectors[:3] + 0.1
     assert search_vectors(engine, service, index, queries, K, SearchOptions(where={"label": "bird"})) == [[]] * 3
-    if index_type == "none":  # every row is recent: the one statement filters them all out
-        assert len(joined) == 1
+    if index_type == "none":  # Postgres answers exactly, in one statement: no FAISS search or join
+        assert joined == []
     else:
         assert 1 < len(joined) <= 5

@@ -15,7 +15,7 @@ from simsearch.store.builds import (
 )
 from simsearch.store.db import Timeouts, make_engine, masked_url, reading, unbounded, upgrade
 from simsearch.store.embedded import embedded_postgres
-from simsearch.store.hits import NO_RECENT, HitFilter, SearchRows, search_rows
+from simsearch.store.hits import NO_RECENT, HitFilter, SearchRows, search_exact, search_rows
 from simsearch.store.images import get_image, image_ids, image_vector, list_images, update_metadata
 from simsearch.store.notify import CHANNEL, announce_generation, listen_generations
 from simsearch.store.objects import category_ids, image_objects, rank_images, replace_objects
@@ -106,6 +106,7 @@ __all__ = [
     "record_layer",
     "replace_image_vectors",
     "replace_objects",
+    "search_exact",
     "search_rows",
     "set_layer",
     "start_build",

@@ -67,7 +67,11 @@ class Service(Base):
 
 class Image(Base):
     __tablename__ = "image"
-    __table_args__ = (Index("ix_image_sha256", "sha256"),)
+    __table_args__ = (
+        Index("ix_image_sha256", "sha256"),
+        # metadata filters (@>): a filter few rows pass is searched through it (migration 0006)
+        Index("ix_image_metadata", "metadata", postgresql_using="gin", postgresql_ops={"metadata": "jsonb_path_ops"}),
+    )
 
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
     uri: Mapped[str] = mapped_column(Text, unique=True)
