@@ -11,7 +11,7 @@ import numpy as np
 from bench import Row, paired_median_seconds
 from bench.data import Database
 from simsearch import services
-from simsearch.ingest import ingest
+from simsearch.ingest import DECODE_THREADS, ingest
 from simsearch.input import Intake
 from simsearch.models import ModelCache
 from simsearch.samples import PHOTOS, load_photo
@@ -48,9 +48,18 @@ def _read(path: Path) -> np.ndarray:
     return np.asarray(image)
 
 
-def bench_ingest(db: Database, folder: Path, count: int, *, model: str, runs: int, seed: int) -> list[Row]:
+def bench_ingest(
+    db: Database,
+    folder: Path,
+    count: int,
+    *,
+    model: str,
+    runs: int,
+    seed: int,
+    decode_threads: int = DECODE_THREADS,
+) -> list[Row]:
     """Rows for `simsearch.ingest.ingest` over a folder of JPEGs against `extractor.forward` alone on the
-    same batches (decoded and preprocessed beforehand, untimed)."""
+    same batches (decoded and preprocessed beforehand, untimed). `decode_threads`: ingest's own."""
     paths = write_photos(folder, count, seed=seed)
     # A fresh service per call, so every call stores every vector (the image rows are upserted by uri).
     models = ModelCache()
@@ -63,7 +72,7 @@ def bench_ingest(db: Database, folder: Path, count: int, *, model: str, runs: in
     intake = Intake(roots=(folder,), max_pixels=MAX_PIXELS, batch_size=BATCH)
 
     def pipeline() -> None:
-        report = ingest(db.engine, next(fresh), extractor, [str(folder)], intake)
+        report = ingest(db.engine, next(fresh), extractor, [str(folder)], intake, decode_threads=decode_threads)
         assert report.indexed == count, report
 
     rgb = [cv2.cvtColor(_read(p), cv2.COLOR_BGR2RGB) for p in paths]
@@ -76,7 +85,7 @@ def bench_ingest(db: Database, folder: Path, count: int, *, model: str, runs: in
     ours, reference = paired_median_seconds(pipeline, forward, runs=runs)
     return [
         Row(
-            f"ingest {count} JPEGs, {model} batch {BATCH}: pipeline vs model forward",
+            f"ingest {count} JPEGs, {model} batch {BATCH}, {decode_threads} decode threads: pipeline vs model forward",
             count / ours,
             count / reference,
             "img/s",

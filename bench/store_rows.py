@@ -1,5 +1,5 @@
 """Storing rows: image rows and their vectors written exactly as ingest writes them (per batch of 32, in
-one transaction: `join_writers`, `upsert_images`, `replace_image_vectors`) against one bare binary COPY
+one transaction: `join_writers`, `store_image_vectors`) against one bare binary COPY
 of the same vectors into a scratch table (the floor of any write of them)."""
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ from bench import Row, paired_median_seconds
 from bench.data import Database
 from simsearch import store
 from simsearch.store import NewImage, ServiceRecord
+from simsearch.store.write import store_image_vectors
 
 BATCH = 32  # ingest's default batch
 SCRATCH = "bench_store_rows_copy"
@@ -34,8 +35,7 @@ def store_as_ingest(db: Database, service: ServiceRecord, prefix: str, vectors: 
                 for i in range(len(chunk))
             ]
             store.join_writers(conn, service.id)
-            ids = store.upsert_images(conn, images)
-            store.replace_image_vectors(conn, service.id, [ids[i.uri] for i in images], chunk)
+            store_image_vectors(conn, service.id, images, chunk)
 
 
 def bare_copy(raw: psycopg.Connection, service_id: int, vectors: np.ndarray) -> None:

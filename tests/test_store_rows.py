@@ -1,5 +1,6 @@
 """`store.upsert_images` (one statement over arrays) against a reference written here: one plain SQL
-upsert per image, in order. Same rows, same id per uri, whatever the batch holds."""
+upsert per image, in order. Same rows, same id per uri, whatever the batch holds. `store_image_vectors`
+(images and vectors in one statement) against that upsert and a DELETE + INSERT of each vector."""
 
 from __future__ import annotations
 
@@ -8,12 +9,14 @@ from collections.abc import Sequence
 from itertools import count
 from typing import Any
 
+import numpy as np
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import Connection, Engine, text
 
 from simsearch import store
 from simsearch.store import NewImage
+from simsearch.store.write import store_image_vectors
 
 _prefixes = count()
 # Text Postgres can store (no NUL, no lone surrogates): quotes, backslashes, unicode, and now and then long.
@@ -91,3 +94,112 @@ def test_upsert_never_commits(engine: Engine) -> None:
             assert set(store.upsert_images(conn, [NewImage("uncommitted", "0" * 64, 1, 1)])) == {"uncommitted"}
             transaction.rollback()
         assert conn.execute(text("SELECT count(*) FROM image WHERE uri = 'uncommitted'")).scalar_one() == 0
+
+
+# store_image_vectors: images and vectors in one statement, against upsert + DELETE + INSERT per image.
+_vector_images = st.builds(
+    lambda uri, sha, meta, seed: (uri, sha, meta, seed),
+    st.sampled_from(["a", "b", "it's", "ünï 漢", "c"]),
+    st.sampled_from(["0" * 64, "f" * 64]),
+    _metadata,
+    st.integers(0, 2**16),
+)
+_vector_batches = st.lists(st.lists(_vector_images, min_size=1, max_size=6), min_size=1, max_size=4)
+_DIM = 4
+
+
+def _vector(seed: int) -> np.ndarray:
+    return np.random.default_rng(seed).standard_normal(_DIM).astype(np.float32)
+
+
+def _services(conn: Connection, n: int) -> list[int]:
+    return [
+        store.create_service(
+            conn,
+            name=f"rows-vec-{n}-{i}",
+            model="synthetic",
+            weights="none",
+            layer="-",
+            input_size=0,
+            metric="l2",
+            dim=_DIM,
+        ).id
+        for i in range(2)
+    ]
+
+
+def _reference_vectors(conn: Connection, service_id: int, images: Sequence[NewImage], vectors: np.ndarray) -> None:
+    """The plain-SQL way: the upsert above, then per uri (its last vector) DELETE the old row, INSERT anew."""
+    ids = _reference(conn, images)
+    last = {img.uri: v for img, v in zip(images, vectors, strict=True)}
+    for uri, vector in last.items():
+        conn.execute(
+            text("DELETE FROM embedding WHERE service_id = :s AND image_id = :i AND roi_id IS NULL"),
+            {"s": service_id, "i": ids[uri]},
+        )
+        conn.execute(
+            text("INSERT INTO embedding (service_id, image_id, vector) VALUES (:s, :i, CAST(:v AS vector))"),
+            {"s": service_id, "i": ids[uri], "v": "[" + ",".join(map(repr, vector.tolist())) + "]"},
+        )
+
+
+def _embeddings(conn: Connection, prefix: str) -> dict[tuple[str, int, bool], tuple[int, list[float]]]:
+    """(uri, service_id, is an ROI's) -> (embedding id, vector) of the images under `prefix`."""
+    rows = conn.execute(
+        text(
+            "SELECT i.uri, e.service_id, e.roi_id IS NOT NULL AS roi, e.id, e.vector::text AS v FROM embedding e "
+            "JOIN image i ON i.id = e.image_id WHERE starts_with(i.uri, :p)"
+        ),
+        {"p": prefix},
+    )
+    return {(r.uri[len(prefix) :], r.service_id, r.roi): (r.id, r.v) for r in rows}
+
+
+def _seed_neighbours(conn: Connection, prefix: str, other_service: int) -> None:
+    """Rows a write of service 0 must leave alone: image 'a' with another service's vector and an ROI's."""
+    image_id = store.upsert_images(conn, [NewImage(prefix + "a", "0" * 64, 1, 1)])[prefix + "a"]
+    roi_id = conn.execute(
+        text(
+            "INSERT INTO roi (image_id, service_id, prob, bbox_xmin, bbox_ymin, bbox_xmax, bbox_ymax) "
+            "VALUES (:i, :s, 1, 0, 0, 1, 1) RETURNING id"
+        ),
+        {"i": image_id, "s": other_service},
+    ).scalar_one()
+    conn.execute(
+        text(
+            "INSERT INTO embedding (service_id, image_id, roi_id, vector) VALUES (:s, :i, NULL, '[9,9,9,9]'), "
+            "(:s, :i, :r, '[8,8,8,8]')"
+        ),
+        {"s": other_service, "i": image_id, "r": roi_id},
+    )
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(batches=_vector_batches)
+def test_store_image_vectors_matches_upsert_delete_insert(engine: Engine, batches: list[list[tuple[Any, ...]]]) -> None:
+    n = next(_prefixes)
+    ours_prefix, ref_prefix = f"rows-vec-ours-{n}/", f"rows-vec-ref-{n}/"
+    with engine.connect() as conn, conn.begin() as transaction:
+        service, other = _services(conn, n)
+        for prefix in (ours_prefix, ref_prefix):
+            _seed_neighbours(conn, prefix, other)
+        for batch in batches:
+            vectors = np.stack([_vector(seed) for *_, seed in batch])
+            ours = [NewImage(ours_prefix + uri, sha, 7, 9, meta) for uri, sha, meta, _ in batch]
+            ref = [NewImage(ref_prefix + uri, sha, 7, 9, meta) for uri, sha, meta, _ in batch]
+            before = {k: v[0] for k, v in _embeddings(conn, ours_prefix).items()}
+            top = conn.execute(text("SELECT coalesce(max(id), 0) FROM embedding")).scalar_one()
+            ids = store_image_vectors(conn, service, ours, vectors)
+            assert set(ids) == {i.uri for i in ours}
+            _reference_vectors(conn, service, ref, vectors)
+            after = _embeddings(conn, ours_prefix)
+            for key, (embedding_id, _) in after.items():  # a stored vector is new (above the top) or untouched
+                assert (
+                    embedding_id > top
+                    if key[0] in {u for u, *_ in batch} and key[1] == service and not key[2]
+                    else embedding_id == before[key]
+                )
+        assert _rows(conn, ours_prefix) == _rows(conn, ref_prefix)
+        ours_vectors = {k: v[1] for k, v in _embeddings(conn, ours_prefix).items()}
+        assert ours_vectors == {k: v[1] for k, v in _embeddings(conn, ref_prefix).items()}
+        transaction.rollback()  # never commits: nothing of this outlives the test

@@ -7,6 +7,7 @@ pipeline runs at close to the model's own speed.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
@@ -23,6 +24,12 @@ from simsearch.errors import BadInput
 from simsearch.input import Intake, Source, decode_image, iter_sources, probe_image
 from simsearch.models import Extractor
 from simsearch.store import NewImage, ServiceRecord
+from simsearch.store.write import store_image_vectors
+
+# Images of a batch decoded at once (OpenCV's decode and resize release the GIL): one thread cannot feed
+# a model faster than itself (a GPU's is many times faster). One core is left to the forward pass: on a
+# CPU-only host the model uses every core, and decode threads beside it only take turns with it.
+DECODE_THREADS = max(1, min(8, (os.cpu_count() or 2) - 1))
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,18 +110,36 @@ def _prepare(
     max_pixels: int,
     metadata: Sequence[dict[str, Any]] | None,
     uris: Sequence[str | None] | None,
+    images: ThreadPoolExecutor | None = None,
 ) -> _Batch:
-    kept, images, arrays, skipped = [], [], [], []
-    for source in sources:
-        read = read_image(source, max_pixels=max_pixels, uris=uris, metadata=metadata)
-        if read is None:
-            skipped.append(source.uri)  # a file in a directory that is not an image
-            continue
-        kept.append(source)
-        arrays.append(read[0])
-        images.append(read[1])
-    pixels = extractor.preprocess(arrays) if arrays else None
-    return _Batch(sources=kept, images=images, pixels=pixels, skipped=skipped)
+    """Read, decode and preprocess a batch; with `images`, its images in parallel there (OpenCV and the
+    tensor arithmetic release the GIL), each preprocessed alone and joined in order."""
+    read = partial(_read_one, extractor=extractor, max_pixels=max_pixels, metadata=metadata, uris=uris)
+    done = list(images.map(read, sources)) if images is not None and len(sources) > 1 else [read(s) for s in sources]
+    kept = [(s, r) for s, r in zip(sources, done, strict=True) if r is not None]
+    skipped = [s.uri for s, r in zip(sources, done, strict=True) if r is None]  # files that are not images
+    pixels = _join([r[1] for _, r in kept]) if kept else None
+    return _Batch(sources=[s for s, _ in kept], images=[r[0] for _, r in kept], pixels=pixels, skipped=skipped)
+
+
+def _read_one(
+    source: Source,
+    *,
+    extractor: Extractor,
+    max_pixels: int,
+    metadata: Sequence[dict[str, Any]] | None,
+    uris: Sequence[str | None] | None,
+) -> tuple[NewImage, Any] | None:
+    read = read_image(source, max_pixels=max_pixels, uris=uris, metadata=metadata)
+    return None if read is None else (read[1], extractor.preprocess([read[0]]))
+
+
+def _join(parts: list[Any]) -> Any:  # noqa: ANN401 - each model's own batch type
+    """One batch from images preprocessed one by one: a tensor's rows (elementwise preprocessing, so the
+    same values as preprocessing them together), or a list's items."""
+    if isinstance(parts[0], torch.Tensor):
+        return torch.cat(parts) if len(parts) > 1 else parts[0]
+    return [item for part in parts for item in part]
 
 
 def binarize(vectors: np.ndarray, metric: str) -> np.ndarray:
@@ -134,10 +159,7 @@ def _batches(sources: Iterator[Source], size: int) -> Iterator[list[Source]]:
 def _write(conn: Connection, service: ServiceRecord, images: list[NewImage], vectors: np.ndarray) -> dict[str, int]:
     store.join_writers(conn, service.id)  # before any row lock: a build's snapshot then waits for it alone
     store.record_layer(conn, service.id, service.layer, service.dim)  # a first call with another layer
-    ids = store.upsert_images(conn, images)
-    latest = {img.uri: i for i, img in enumerate(images)}  # the same uri twice: the last one wins
-    store.replace_image_vectors(conn, service.id, [ids[uri] for uri in latest], vectors[list(latest.values())])
-    return ids
+    return store_image_vectors(conn, service.id, images, vectors)  # the same uri twice: the last one wins
 
 
 def check_items(
@@ -198,10 +220,13 @@ def _embedded(
     uris: Sequence[str | None] | None,
     binarized_metric: str | None,
     decoder: ThreadPoolExecutor | None = None,
+    images: ThreadPoolExecutor | None = None,
 ) -> Iterator[tuple[_Batch, np.ndarray | None]]:
     """Each batch decoded and embedded (None: no image in it); with `decoder`, the next batch is decoded
     there during the forward pass."""
-    prepare = partial(_prepare, extractor=extractor, max_pixels=intake.max_pixels, metadata=metadata, uris=uris)
+    prepare = partial(
+        _prepare, extractor=extractor, max_pixels=intake.max_pixels, metadata=metadata, uris=uris, images=images
+    )
     prepared = map(prepare, batches) if decoder is None else _ahead(decoder, prepare, batches)
     for batch in prepared:
         vectors = extractor.forward(batch.pixels) if batch.pixels is not None else None
@@ -234,6 +259,7 @@ def ingest(
     uris: Sequence[str | None] | None = None,
     keep_vectors: bool = False,
     binarized: bool = False,
+    decode_threads: int = DECODE_THREADS,
 ) -> IngestReport:
     """Index images named by `data` (files, directories, base64, URLs when the intake allows) into `service`.
 
@@ -241,7 +267,8 @@ def ingest(
     one transaction (an API request); otherwise each batch commits on its own (a large folder).
     `on_batch(n)` is called after each batch with the number of sources it consumed. `uris[i]`, when
     given, is the uri stored for `data[i]`; `metadata[i]` is merged into the stored metadata of every
-    image `data[i]` yields. `keep_vectors` returns each image's vector in `predictions`.
+    image `data[i]` yields. `keep_vectors` returns each image's vector in `predictions`. `decode_threads`
+    decode the images of a batch together, beside the model's forward pass of the one before.
     """
     check_items(intake, data, uris, metadata)
     if extractor.dim != service.dim:
@@ -252,13 +279,14 @@ def ingest(
     report = IngestReport()
     with (
         ThreadPoolExecutor(1, thread_name_prefix="decode") as decoder,
+        ThreadPoolExecutor(max(1, decode_threads), thread_name_prefix="decode-image") as images,
         ThreadPoolExecutor(1, thread_name_prefix="write") as writer,
         engine.connect() as conn,
     ):
         transaction = conn.begin()
         pending_write: Future[dict[str, int]] | None = None
         try:
-            for batch, vectors in _embedded(batches, extractor, intake, metadata, uris, metric, decoder):
+            for batch, vectors in _embedded(batches, extractor, intake, metadata, uris, metric, decoder, images):
                 if vectors is not None and keep_vectors:
                     report.predictions.extend(_predictions(batch, vectors))
                 if pending_write is not None:  # the previous batch's write ran during this forward pass

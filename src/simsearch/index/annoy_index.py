@@ -7,6 +7,7 @@ too) and looked up after a search.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -38,12 +39,26 @@ class AnnoyFiles:
 
 
 def build(ids: np.ndarray, vectors: np.ndarray, *, metric: str, n_trees: int | None) -> AnnoyFiles:
-    trees = AnnoyIndex(vectors.shape[1], annoy_metric(metric))
+    return build_from_chunks([(ids, vectors)], vectors.shape[1], metric=metric, n_trees=n_trees)
+
+
+def build_from_chunks(
+    chunks: Iterable[tuple[np.ndarray, np.ndarray]], dim: int, *, metric: str, n_trees: int | None
+) -> AnnoyFiles:
+    """The trees over (ids, vectors) chunks, each added as it comes (Annoy keeps its own copy of the
+    vectors, so none needs to stay in memory beside it)."""
+    trees = AnnoyIndex(dim, annoy_metric(metric))
     trees.set_seed(1234)  # the same data builds the same trees
-    for position, vector in enumerate(vectors):
-        trees.add_item(position, vector)
+    all_ids: list[np.ndarray] = []
+    position = 0
+    for ids, vectors in chunks:
+        for vector in vectors:
+            trees.add_item(position, vector)
+            position += 1
+        all_ids.append(np.asarray(ids, dtype=np.int64))
     trees.build(n_trees or DEFAULT_TREES, n_jobs=-1)
-    return AnnoyFiles(trees=trees, ids=np.ascontiguousarray(ids, dtype=np.int64), metric=metric)
+    ids = np.concatenate(all_ids) if all_ids else np.empty(0, np.int64)
+    return AnnoyFiles(trees=trees, ids=ids, metric=metric)
 
 
 def save(index: AnnoyFiles, folder: Path) -> None:

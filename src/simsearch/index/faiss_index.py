@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import hashlib
+import logging
 import os
 import re
 from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
+from functools import lru_cache
 from pathlib import Path
 from typing import Any, cast
 
@@ -13,6 +17,8 @@ import faiss
 import numpy as np
 
 from simsearch.errors import BadInput
+
+log = logging.getLogger("simsearch.index")
 
 
 def faiss_metric(metric: str) -> int:
@@ -66,6 +72,41 @@ def min_training_vectors(index: faiss.Index) -> int:
     return need
 
 
+def train(index: faiss.Index, sample: np.ndarray, index_type: str) -> None:
+    """Train an index that needs it (IVF lists, PQ/SQ codebooks) on `sample`."""
+    need = min_training_vectors(index)
+    if len(sample) < need:
+        raise BadInput(
+            "index_type",
+            f"{index_type} needs at least {need} vectors to train, the service has {len(sample)}: index more "
+            "images, or use an index with fewer lists (e.g. Flat, or IVF<n> with n at most the vector count)",
+        )
+    try:
+        index.train(np.ascontiguousarray(sample, dtype=np.float32))
+    except RuntimeError as exc:
+        raise BadInput(
+            "index_type", f"cannot train {index_type} on {len(sample)} vectors: {str(exc).splitlines()[-1][:200]}"
+        ) from exc
+
+
+def reserve(index: faiss.Index, count: int) -> None:
+    """Size the index's vector storage (flat codes, HNSW's storage) and id map for `count` vectors at once,
+    so adding chunk by chunk never grows them: each growth holds the old and the new buffer together
+    (peak RSS 2.7x the raw vectors for Flat, bench/). Resizing down keeps a std::vector's capacity."""
+    inner = faiss.downcast_index(index.index) if isinstance(index, faiss.IndexIDMap2) else index
+    if isinstance(index, faiss.IndexIDMap2):
+        index.id_map.resize(count)
+        index.id_map.resize(0)
+    storage = faiss.downcast_index(inner.storage) if isinstance(inner, faiss.IndexHNSW) else inner
+    if isinstance(storage, faiss.IndexFlatCodes) and storage.ntotal == 0:
+        storage.codes.resize(count * storage.code_size)
+        storage.codes.resize(0)
+
+
+def add(index: faiss.Index, ids: np.ndarray, vectors: np.ndarray) -> None:
+    index.add_with_ids(np.ascontiguousarray(vectors, dtype=np.float32), np.ascontiguousarray(ids, dtype=np.int64))
+
+
 def build(
     ids: np.ndarray,
     vectors: np.ndarray,
@@ -80,24 +121,118 @@ def build(
     if gpuid is not None:  # train and add on the GPU, keep a CPU copy to write
         index = to_gpu(index, gpuid, index_type)
     if not index.is_trained:
-        sample = train_sample if train_sample is not None else vectors
-        need = min_training_vectors(index)
-        if len(sample) < need:
-            raise BadInput(
-                "index_type",
-                f"{index_type} needs at least {need} vectors to train, the service has {len(sample)}: index more "
-                "images, or use an index with fewer lists (e.g. Flat, or IVF<n> with n at most the vector count)",
-            )
-        try:
-            index.train(np.ascontiguousarray(sample, dtype=np.float32))
-        except RuntimeError as exc:
-            raise BadInput(
-                "index_type", f"cannot train {index_type} on {len(sample)} vectors: {str(exc).splitlines()[-1][:200]}"
-            ) from exc
-    # One call: faiss sizes its storage once. Adding in chunks grew it chunk by chunk, and each growth
-    # holds the old and the new buffer at once (bench/: peak RSS 2.7x the raw vectors for Flat).
-    index.add_with_ids(np.ascontiguousarray(vectors, dtype=np.float32), np.ascontiguousarray(ids, dtype=np.int64))
+        train(index, train_sample if train_sample is not None else vectors, index_type)
+    if gpuid is None:
+        reserve(index, len(ids))
+    add(index, ids, vectors)
     return to_cpu(index) if gpuid is not None else index
+
+
+def streams_flat(index_type: str, *, ondisk: bool, gpu: bool) -> bool:
+    """Whether a build of `index_type` can be written straight to its file as COPY chunks arrive
+    (`FlatFile`): a plain Flat index on the CPU, and this faiss writes the layout FlatFile writes."""
+    return index_type.replace(" ", "") == "Flat" and not ondisk and not gpu and _flat_layout_holds()
+
+
+def _flat_template(dim: int, metric: str, count: int) -> bytes:
+    """faiss's own file of an IndexIDMap2(IndexFlat) of `count` vectors, up to where the vectors go: the
+    headers say ntotal = count; the codes' and ids' lengths (u64 each) follow, then their bytes."""
+    index: Any = new_index(dim, metric, "Flat")
+    index.ntotal = count
+    index.index.ntotal = count
+    template = bytes(faiss.serialize_index(index))
+    if not template.endswith(bytes(16)):  # the empty codes and id map: two zero lengths
+        raise RuntimeError("unexpected faiss IndexIDMap2(IndexFlat) layout")
+    return template[:-16]
+
+
+@lru_cache(maxsize=1)
+def _flat_layout_holds() -> bool:
+    """FlatFile writes faiss's layout by hand: check it once against faiss's own writer (a tiny index)."""
+    rng = np.random.default_rng(0)
+    ids, vectors = np.array([7, 3], np.int64), rng.standard_normal((2, 4)).astype(np.float32)
+    index = new_index(4, "l2", "Flat")
+    index.add_with_ids(vectors, ids)
+    try:
+        ours = _flat_template(4, "l2", 2) + _flat_body(ids, vectors)
+    except RuntimeError:
+        ours = b""
+    if ours != bytes(faiss.serialize_index(index)):
+        log.warning("this faiss writes Flat indexes in a layout simsearch does not know: builds add, then write")
+        return False
+    return True
+
+
+def _flat_body(ids: np.ndarray, vectors: np.ndarray) -> bytes:
+    """The codes and ids of a small index, as FlatFile writes them (for the layout check)."""
+    return (
+        np.uint64(vectors.size).tobytes()
+        + vectors.astype("<f4").tobytes()
+        + np.uint64(len(ids)).tobytes()
+        + ids.astype("<i8").tobytes()
+    )
+
+
+class FlatFile:
+    """An IndexIDMap2(IndexFlat) index file written while its vectors arrive, in faiss's layout (checked
+    by `streams_flat`): the header, the vectors chunk by chunk, the ids last. A thread writes, hashes
+    and syncs each chunk while the caller reads the next, so the file is done when the read is.
+    Written under a temporary name and renamed when complete, as `save` does."""
+
+    _SYNC_EVERY = 64 << 20  # bytes written between fdatasyncs: little is left for the last fsync
+
+    def __init__(self, path: Path, *, dim: int, metric: str, count: int) -> None:
+        self.path, self.dim, self.count = path, dim, count
+        self.tmp = path.with_suffix(path.suffix + ".tmp")
+        self.file = self.tmp.open("wb")
+        self.digest = hashlib.sha256()
+        self.unsynced = 0
+        self.added = 0
+        self.ids: list[np.ndarray] = []
+        self.writer = ThreadPoolExecutor(1, thread_name_prefix="index-file")
+        self.pending: list[Future[None]] = []
+        self._write(_flat_template(dim, metric, count) + np.uint64(count * dim).tobytes())
+
+    def _write(self, data: bytes | memoryview) -> None:
+        self.file.write(data)
+        self.digest.update(data)
+        self.unsynced += len(data)
+        if self.unsynced >= self._SYNC_EVERY:
+            os.fdatasync(self.file.fileno())
+            self.unsynced = 0
+
+    def add(self, ids: np.ndarray, vectors: np.ndarray) -> None:
+        """Queue a chunk (the caller hands it over); at most two wait, so memory stays a few chunks."""
+        if self.added + len(ids) > self.count:
+            raise RuntimeError(f"more vectors arrived than the {self.count} counted")
+        self.added += len(ids)
+        self.ids.append(np.ascontiguousarray(ids, dtype="<i8"))
+        data = np.ascontiguousarray(vectors, dtype="<f4").data.cast("B")
+        while len(self.pending) >= 2:
+            self.pending.pop(0).result()
+        self.pending.append(self.writer.submit(self._write, data))
+
+    def finish(self) -> tuple[int, str]:
+        """Write the ids, sync, rename into place; returns the file's (size, sha256)."""
+        for future in self.pending:
+            future.result()
+        self.writer.shutdown()
+        if self.added != self.count:
+            raise RuntimeError(f"{self.added} vectors arrived, {self.count} were counted")
+        ids = np.concatenate(self.ids) if self.ids else np.empty(0, "<i8")
+        self._write(np.uint64(len(ids)).tobytes())
+        self._write(ids.data.cast("B"))
+        size = self.file.tell()
+        self.file.flush()
+        os.fsync(self.file.fileno())
+        self.file.close()
+        self.tmp.replace(self.path)
+        return size, self.digest.hexdigest()
+
+    def abort(self) -> None:
+        self.writer.shutdown(cancel_futures=True)
+        self.file.close()
+        self.tmp.unlink(missing_ok=True)
 
 
 _GPU_RESOURCES: dict[int, Any] = {}  # one StandardGpuResources per device, shared by every index on it

@@ -9,13 +9,14 @@ from __future__ import annotations
 import logging
 import shutil
 import time
-from contextlib import ExitStack
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 import faiss
 import numpy as np
-from sqlalchemy import Engine
+from sqlalchemy import Connection, Engine
 
 from simsearch import store
 from simsearch.errors import BadInput, SimsearchError
@@ -24,6 +25,7 @@ from simsearch.index.annoy_index import AnnoyFiles
 from simsearch.index.artefacts import ArtefactError, ArtefactStore, DirectoryStore, Manifest, fetch, publish
 from simsearch.index.settings import IndexSettings, stored_settings
 from simsearch.store import BuildRecord, ServiceRecord
+from simsearch.store.read import count_service_vectors, iter_service_vectors, read_vectors_by_id, service_vector_ids
 
 INDEX_FILE = "index.faiss"
 LISTS_FILE = "index.ivfdata"  # an `ondisk` IVF index's inverted lists, memory-mapped at search
@@ -99,32 +101,24 @@ def _build_locked(
             conn, service.id, settings.backend, label, {"metric": service.metric, "ondisk": settings.ondisk}
         )
     try:
-        timings: dict[str, float] = {}
+        timings: dict[str, float] = {"read_s": 0.0}
         started = time.perf_counter()
-        watermark, vectors = _read_snapshot(engine, service)
-        timings["read_s"] = time.perf_counter() - started
-        if len(vectors) == 0:  # deleted since the check above
-            raise _nothing_to_build(service)
-        folder = generation_dir(index_dir, service, build_id)
-        folder.mkdir(parents=True, exist_ok=True)
+        with _snapshot(engine, service) as snapshot:
+            if snapshot.count == 0:  # deleted since the check above
+                raise _nothing_to_build(service)
+            folder = generation_dir(index_dir, service, build_id)
+            folder.mkdir(parents=True, exist_ok=True)
+            written = _build_files(snapshot, service.metric, settings, folder, timings)
+        timings["total_s"] = time.perf_counter() - started
         started = time.perf_counter()
-        if annoy:
-            trees = annoy_index.build(vectors.ids, vectors.vectors, metric=service.metric, n_trees=settings.n_trees)
-            timings["train_add_s"] = time.perf_counter() - started
-            started = time.perf_counter()
-            annoy_index.save(trees, folder)
-            timings["write_s"] = time.perf_counter() - started
-        else:
-            _build_faiss(vectors, service.metric, settings, folder, timings)
-        started = time.perf_counter()
-        manifest = publish(target, artefact_key(service, build_id), folder)
+        manifest = _publish(target, artefact_key(service, build_id), folder, written)
         timings["publish_s"] = time.perf_counter() - started
         with engine.begin() as conn:
             store.finish_build(
                 conn,
                 build_id,
-                vector_count=len(vectors),
-                watermark=watermark,
+                vector_count=snapshot.count,
+                watermark=snapshot.watermark,
                 path=str(folder),
                 timings=timings,
                 artefact=_artefact_columns(manifest),
@@ -170,8 +164,48 @@ def _drop_retired_artefacts(engine: Engine, target: ArtefactStore, service: Serv
         log.warning("could not delete retired generations of %s from the artefact store (%s)", service.name, exc)
 
 
-def _read_snapshot(engine: Engine, service: ServiceRecord) -> tuple[int, store.VectorSet]:
-    """The watermark and the vectors of one snapshot, taken while no write of the service is open.
+@dataclass(frozen=True, slots=True)
+class _Snapshot:
+    """A service's vectors up to `watermark` (`count` of them), read in one repeatable-read snapshot."""
+
+    conn: Connection
+    service_id: int
+    dim: int
+    watermark: int
+    count: int
+
+    def chunks(self, timings: dict[str, float]) -> Iterator[store.VectorSet]:
+        """The vectors in id order, chunk by chunk as COPY delivers them; the time spent waiting for
+        them is added to timings["read_s"] (the rest of the caller's loop is its own work)."""
+        chunks = iter_service_vectors(self.conn, self.service_id, self.dim, upto_id=self.watermark)
+        while True:
+            started = time.perf_counter()
+            chunk = next(chunks, None)
+            timings["read_s"] += time.perf_counter() - started
+            if chunk is None:
+                return
+            yield chunk
+
+    def everything(self, timings: dict[str, float]) -> store.VectorSet:
+        started = time.perf_counter()
+        vectors = store.read_service_vectors(self.conn, self.service_id, self.dim, upto_id=self.watermark)
+        timings["read_s"] += time.perf_counter() - started
+        return vectors
+
+    def sample(self, size: int, timings: dict[str, float]) -> np.ndarray:
+        """`size` vectors drawn at random (repeatably), without reading the others: their ids first."""
+        started = time.perf_counter()
+        ids = service_vector_ids(self.conn, self.service_id, upto_id=self.watermark)
+        rows = np.random.default_rng(_SAMPLE_SEED).choice(len(ids), size, replace=False)
+        sample = read_vectors_by_id(self.conn, self.service_id, self.dim, ids[np.sort(rows)]).vectors
+        timings["read_s"] += time.perf_counter() - started
+        return sample
+
+
+@contextmanager
+def _snapshot(engine: Engine, service: ServiceRecord) -> Iterator[_Snapshot]:
+    """The service's vectors as of one snapshot, taken while no write of the service is open; read them
+    inside the block (the snapshot's transaction ends with it).
 
     Ids are drawn when rows are written, not when they commit: a snapshot taken while a writer is open
     could see a higher id committed by another writer and miss the open one's lower ids, which would
@@ -191,32 +225,90 @@ def _read_snapshot(engine: Engine, service: ServiceRecord) -> tuple[int, store.V
         watermark = store.max_embedding_id(conn, service.id)  # the first query: the snapshot is taken here
         fenced.commit()  # writers go on; what they write from now on is drawn above the watermark
         store.unbounded(conn)  # reading every vector may rightly take longer than a request's statement
-        vectors = store.read_service_vectors(conn, service.id, service.dim, upto_id=watermark)
-    return watermark, vectors
+        count = count_service_vectors(conn, service.id, upto_id=watermark)
+        yield _Snapshot(conn=conn, service_id=service.id, dim=service.dim, watermark=watermark, count=count)
 
 
-def _build_faiss(
-    vectors: store.VectorSet, metric: str, settings: IndexSettings, folder: Path, timings: dict[str, float]
-) -> None:
-    sample = None
-    if settings.train_samples is not None and settings.train_samples < len(vectors):
-        rows = np.random.default_rng(_SAMPLE_SEED).choice(len(vectors), settings.train_samples, replace=False)
-        sample = vectors.vectors[np.sort(rows)]
+_Written = dict[str, tuple[int, str]]  # the files a build hashed as it wrote them: name -> (size, sha256)
+
+
+def _build_files(
+    snapshot: _Snapshot, metric: str, settings: IndexSettings, folder: Path, timings: dict[str, float]
+) -> _Written:
+    """Write the generation's files from the snapshot: vectors are added as COPY delivers them, and no
+    second copy of them is held (a Flat index goes straight to its file)."""
     started = time.perf_counter()
-    index = faiss_index.build(
-        vectors.ids,
-        vectors.vectors,
-        metric=metric,
-        index_type=settings.index_type,
-        train_sample=sample,
-        gpuid=settings.gpuid if _use_gpu(settings) else None,
-    )
-    timings["train_add_s"] = time.perf_counter() - started
+    if settings.backend == "annoy":
+        chunks = ((c.ids, c.vectors) for c in snapshot.chunks(timings))
+        trees = annoy_index.build_from_chunks(chunks, snapshot.dim, metric=metric, n_trees=settings.n_trees)
+        timings["train_add_s"] = time.perf_counter() - started - timings["read_s"]
+        started = time.perf_counter()
+        annoy_index.save(trees, folder)
+        timings["write_s"] = time.perf_counter() - started
+        return {}
+    gpu = _use_gpu(settings)
+    if faiss_index.streams_flat(settings.index_type, ondisk=settings.ondisk, gpu=gpu):
+        return _stream_flat(snapshot, metric, folder, timings)
+    index = _faiss_from_snapshot(snapshot, metric, settings, gpu, timings)
+    timings["train_add_s"] = time.perf_counter() - started - timings["read_s"]
     started = time.perf_counter()
+    if gpu:
+        index = faiss_index.to_cpu(index)
     if settings.ondisk:
         faiss_index.move_lists_to_disk(index, folder / LISTS_FILE)
     faiss_index.save(index, folder / INDEX_FILE)
     timings["write_s"] = time.perf_counter() - started
+    return {}
+
+
+def _stream_flat(snapshot: _Snapshot, metric: str, folder: Path, timings: dict[str, float]) -> _Written:
+    """A Flat index written to its file while COPY delivers the vectors (FlatFile), hashed on the way."""
+    started = time.perf_counter()
+    file = faiss_index.FlatFile(folder / INDEX_FILE, dim=snapshot.dim, metric=metric, count=snapshot.count)
+    try:
+        for chunk in snapshot.chunks(timings):
+            file.add(chunk.ids, chunk.vectors)
+        timings["train_add_s"] = time.perf_counter() - started - timings["read_s"]
+        started = time.perf_counter()
+        size, digest = file.finish()
+    except BaseException:
+        file.abort()
+        raise
+    timings["write_s"] = time.perf_counter() - started
+    return {INDEX_FILE: (size, digest)}
+
+
+def _faiss_from_snapshot(
+    snapshot: _Snapshot, metric: str, settings: IndexSettings, gpu: bool, timings: dict[str, float]
+) -> faiss.Index:
+    """A trained FAISS index holding the snapshot's vectors. Training on a sample reads the sample first;
+    training on every vector holds them once and adds from them; otherwise chunks are added as they come
+    into storage sized for all of them."""
+    index = faiss_index.new_index(snapshot.dim, metric, settings.index_type)
+    if gpu:  # train and add on the GPU; the caller writes a CPU copy
+        index = faiss_index.to_gpu(index, settings.gpuid, settings.index_type)
+    if not index.is_trained:
+        if settings.train_samples is None or settings.train_samples >= snapshot.count:
+            everything = snapshot.everything(timings)
+            faiss_index.train(index, everything.vectors, settings.index_type)
+            faiss_index.add(index, everything.ids, everything.vectors)
+            return index
+        faiss_index.train(index, snapshot.sample(settings.train_samples, timings), settings.index_type)
+    if not gpu:
+        faiss_index.reserve(index, snapshot.count)
+    for chunk in snapshot.chunks(timings):
+        faiss_index.add(index, chunk.ids, chunk.vectors)
+    return index
+
+
+def _publish(target: ArtefactStore, key: str, folder: Path, written: _Written) -> Manifest:
+    """`publish`, without reading back the files the build hashed as it wrote them (when those are all)."""
+    names = {p.name for p in folder.iterdir() if p.is_file() and not p.name.endswith((".tmp", ".part"))}
+    if not written or names != set(written):
+        return publish(target, key, folder)
+    for name in sorted(written):
+        target.put(f"{key}/{name}", folder / name)
+    return Manifest(key=key, files=dict(written))
 
 
 def _use_gpu(settings: IndexSettings) -> bool:
