@@ -7,6 +7,7 @@ their ratio A / B, and what the ratio should be), so the table and the JSON file
 from __future__ import annotations
 
 import statistics
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -77,3 +78,35 @@ def interleaved_medians(fns: dict[str, Callable[[], object]], *, runs: int) -> d
 def percentile(values: list[float], q: float) -> float:
     """The q-th percentile (0-100) of `values`, NaN when there are none."""
     return float(np.percentile(values, q)) if values else float("nan")
+
+
+def percentiles(samples_ms: list[float]) -> tuple[float, float]:
+    ordered = sorted(samples_ms)
+    return statistics.median(ordered), ordered[min(len(ordered) - 1, int(0.99 * len(ordered)))]
+
+
+def concurrent_qps(make_worker: Callable[[], Callable[[int], object]], count: int, clients: int) -> tuple[float, float]:
+    """(calls per second, p99 ms) of `clients` threads sharing `count` calls, each thread its own worker
+    (its own HTTP client or database connection), all released at once by a barrier."""
+    workers = [make_worker() for _ in range(clients)]
+    for worker in workers:
+        worker(0)  # warm: connected, prepared
+    barrier = threading.Barrier(clients + 1)
+    latencies: list[list[float]] = [[] for _ in range(clients)]
+
+    def run(n: int) -> None:
+        barrier.wait()
+        for i in range(n, count, clients):
+            started = time.perf_counter()
+            workers[n](i)
+            latencies[n].append((time.perf_counter() - started) * 1000)
+
+    threads = [threading.Thread(target=run, args=(n,)) for n in range(clients)]
+    for thread in threads:
+        thread.start()
+    barrier.wait()
+    started = time.perf_counter()
+    for thread in threads:
+        thread.join()
+    seconds = time.perf_counter() - started
+    return count / seconds, percentiles([x for per in latencies for x in per])[1]

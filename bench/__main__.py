@@ -29,7 +29,7 @@ from bench.pgvector import PgvectorSearch, connect, hnsw_build_seconds
 from bench.rebuild import bench_rebuild
 from bench.report import out, print_all
 from bench.results import Results, json_numbers
-from bench.search import bench_search, exact_truth, ivf_nlist, one_thread_qps, tuned_candidates
+from bench.search import bench_search, concurrent_search, exact_truth, ivf_nlist, one_thread_qps, tuned_candidates
 from bench.store_rows import bench_store_rows
 from simsearch.index import LoadedIndex, faiss_index, load_current
 from simsearch.search import SearchOptions
@@ -54,7 +54,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         default=3,
         help="timed repeats, the median is reported; the Flat build does 2 x runs + 1 (default: %(default)s)",
     )
-    add("--clients", type=int, default=8, help="concurrent search clients during the rebuild (default: %(default)s)")
+    add(
+        "--clients",
+        type=int,
+        default=8,
+        help="concurrent search clients of the concurrent rows and during the rebuild (default: %(default)s)",
+    )
     add(
         "--rebuild-before",
         type=float,
@@ -155,6 +160,10 @@ def run(args: argparse.Namespace) -> tuple[Results, dict[str, float]]:
             console.log("tuned: " + ", ".join(f"{c.index} {c.knob}={c.value}" for c in candidates if c.knob))
             with console.status("search: QPS, 1 client and batched, interleaved"):
                 res.search = bench_search(candidates, exact, queries, truth, args.k, runs=args.runs)
+            with console.status(f"search: {args.clients} clients at once, ours vs pgvector"):
+                res.concurrent = concurrent_search(
+                    candidates, db, queries, args.k, index=hnsw_type, clients=args.clients
+                )
             if args.load:
                 with console.status(f"search again beside {args.load} busy processes"), busy_processes(args.load):
                     res.search_loaded = bench_search(candidates, None, queries, truth, args.k, runs=args.runs)

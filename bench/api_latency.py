@@ -18,11 +18,9 @@ import argparse
 import json
 import os
 import socket
-import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -31,6 +29,7 @@ import faiss
 import httpx
 import numpy as np
 
+from bench import concurrent_qps, percentiles
 from bench.data import Database, Mixture, embedded_database, load_vectors
 from bench.pgvector import PgvectorSearch, connect, hnsw_build_seconds
 from simsearch import store
@@ -61,11 +60,6 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def percentiles(samples_ms: list[float]) -> tuple[float, float]:
-    ordered = sorted(samples_ms)
-    return statistics.median(ordered), ordered[min(len(ordered) - 1, int(0.99 * len(ordered)))]
-
-
 def timed_calls(call: Callable[[int], object], count: int) -> list[float]:
     """Milliseconds of `call(i)` for i in range(count), after two warm-up calls."""
     call(0), call(1)
@@ -75,33 +69,6 @@ def timed_calls(call: Callable[[int], object], count: int) -> list[float]:
         call(i)
         samples.append((time.perf_counter() - started) * 1000)
     return samples
-
-
-def concurrent_qps(make_worker: Callable[[], Callable[[int], object]], count: int, clients: int) -> tuple[float, float]:
-    """(calls per second, p99 ms) of `clients` threads sharing `count` calls, each thread its own worker
-    (its own HTTP client or database connection), all released at once by a barrier."""
-    workers = [make_worker() for _ in range(clients)]
-    for worker in workers:
-        worker(0)  # warm: connected, prepared
-    barrier = threading.Barrier(clients + 1)
-    latencies: list[list[float]] = [[] for _ in range(clients)]
-
-    def run(n: int) -> None:
-        barrier.wait()
-        for i in range(n, count, clients):
-            started = time.perf_counter()
-            workers[n](i)
-            latencies[n].append((time.perf_counter() - started) * 1000)
-
-    threads = [threading.Thread(target=run, args=(n,)) for n in range(clients)]
-    for thread in threads:
-        thread.start()
-    barrier.wait()
-    started = time.perf_counter()
-    for thread in threads:
-        thread.join()
-    seconds = time.perf_counter() - started
-    return count / seconds, percentiles([x for per in latencies for x in per])[1]
 
 
 def start_server(db: Database, home: Path, roots: Path) -> tuple[subprocess.Popen[bytes], httpx.Client]:

@@ -81,6 +81,7 @@ class PgvectorSearch:
 
     def __init__(self, raw: psycopg.Connection, service: ServiceRecord, *, hnsw: bool) -> None:
         self.raw = raw
+        self.service = service
         self.hnsw = hnsw
         self._single = single_sql(service, hnsw=hnsw)
         self._batched = batched_sql(service, hnsw=hnsw)

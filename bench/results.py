@@ -11,7 +11,7 @@ from bench import Row
 from bench.build import BuildRow, FlatVsCopy
 from bench.filtered import FilteredRow
 from bench.rebuild import RebuildResult
-from bench.search import PGVECTOR_EXACT, PGVECTOR_HNSW, TARGET_RECALL, SearchRow
+from bench.search import PGVECTOR_EXACT, PGVECTOR_HNSW, TARGET_RECALL, ConcurrentRow, SearchRow
 
 MIB = 1 << 20
 
@@ -36,6 +36,7 @@ class Results:
     rebuild: RebuildResult | None = None
     extra_rows: list[Row] = field(default_factory=list)  # the ingest, storing-rows and filtered benches
     filtered: list[FilteredRow] = field(default_factory=list)  # every filter share's systems
+    concurrent: ConcurrentRow | None = None  # 8 clients at once
 
     @property
     def raw_bytes(self) -> int:
@@ -235,6 +236,19 @@ def headline_rows(res: Results) -> list[Row]:
                 "rebuild_p50_during_vs_before",
             ),
         ]
+    if res.concurrent:
+        c = res.concurrent
+        rows.append(
+            Row(
+                f"search QPS {c.clients} clients (threads): ours {c.index} / pgvector hnsw ({c.clients} connections); "
+                f"p99 {c.ours_p99_ms:.2f} / {c.pgvector_p99_ms:.2f} ms",
+                c.ours_qps,
+                c.pgvector_qps,
+                "q/s",
+                ">= 3",
+                "search_8clients_vs_pgvector_hnsw",
+            )
+        )
     return rows + res.extra_rows
 
 
@@ -293,6 +307,7 @@ def json_numbers(res: Results, rows: Sequence[Row], extra: dict[str, float]) -> 
         ],
         "flat_vs_copy": asdict(res.flat) if res.flat else None,
         "filtered": [asdict(r) for r in res.filtered],
+        "concurrent": asdict(res.concurrent) if res.concurrent else None,
         "pgvector_hnsw_build_seconds": res.pgvector_build_seconds,
         "raw_bytes": res.raw_bytes,
         "rebuild": asdict(res.rebuild) | {"errors": res.rebuild.errors} if res.rebuild else None,

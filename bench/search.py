@@ -15,8 +15,9 @@ import faiss
 import numpy as np
 from sqlalchemy import Engine
 
-from bench import interleaved_medians, median_seconds
-from bench.pgvector import HNSW_EF_CONSTRUCTION, HNSW_M, PgvectorSearch
+from bench import concurrent_qps, interleaved_medians, median_seconds
+from bench.data import Database
+from bench.pgvector import HNSW_EF_CONSTRUCTION, HNSW_M, PgvectorSearch, connect
 from simsearch import store
 from simsearch.index import LoadedIndex
 from simsearch.search import SearchOptions, search_vectors
@@ -232,3 +233,41 @@ def one_thread_qps(candidate: Candidate, queries: np.ndarray, k: int, *, runs: i
         return len(queries) / median_seconds(_bind(candidate.searcher.single, queries, k), runs=runs)
     finally:
         faiss.omp_set_num_threads(threads)
+
+
+@dataclass(frozen=True, slots=True)
+class ConcurrentRow:
+    """`clients` threads at once, one query per call each, as the server's request threads run them:
+    ours on one engine (its pool), pgvector on one connection per thread."""
+
+    index: str
+    clients: int
+    ours_qps: float
+    ours_p99_ms: float
+    pgvector_qps: float
+    pgvector_p99_ms: float
+
+
+def concurrent_search(
+    candidates: Sequence[Candidate], db: Database, queries: np.ndarray, k: int, *, index: str, clients: int
+) -> ConcurrentRow | None:
+    """QPS and p99 of `clients` concurrent clients of ours (`index`, as tuned) and of pgvector hnsw (as
+    tuned), each client doing its share of 2 x len(queries) calls."""
+    ours = next((c for c in candidates if c.system == "ours" and c.index == index), None)
+    pg = next((c for c in candidates if c.system == "pgvector"), None)
+    if ours is None or pg is None or not isinstance(pg.searcher, Pgvector):
+        return None
+    nq, count = len(queries), 2 * len(queries)
+    searcher = ours.searcher
+    service = pg.searcher.search.service
+
+    def ours_worker() -> Callable[[int], object]:
+        return lambda i: searcher.single(queries[i % nq][None], k)
+
+    def pg_worker() -> Callable[[int], object]:
+        own = PgvectorSearch(connect(db), service, hnsw=True)
+        return lambda i: own.one_per_call(queries[i % nq][None], k, pg.value)
+
+    ours_qps, ours_p99 = concurrent_qps(ours_worker, count, clients)
+    pg_qps, pg_p99 = concurrent_qps(pg_worker, count, clients)
+    return ConcurrentRow(index, clients, ours_qps, ours_p99, pg_qps, pg_p99)
