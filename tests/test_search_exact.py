@@ -68,10 +68,19 @@ def _truth(engine: Engine, service: ServiceRecord, query: np.ndarray, k: int, la
     recent=st.sampled_from([0, 1, 3, RECENT_MAX, RECENT_MAX + 1, 3 * RECENT_MAX]),
     k=st.integers(1, 12),
     label=st.sampled_from([None, "a", "b", "none"]),
+    nq=st.sampled_from([1, 3, 6]),  # without an index: up to 4 queries ranked in Postgres, more by one COPY
     seed=st.integers(0, 2**16),
 )
 def test_every_answer_is_the_exact_filtered_truth_now(
-    engine: Engine, tmp_path: Path, indexed: int, deleted: int, recent: int, k: int, label: str | None, seed: int
+    engine: Engine,
+    tmp_path: Path,
+    indexed: int,
+    deleted: int,
+    recent: int,
+    k: int,
+    label: str | None,
+    nq: int,
+    seed: int,
 ) -> None:
     rng = np.random.default_rng(seed)
     with engine.begin() as conn:
@@ -90,17 +99,19 @@ def test_every_answer_is_the_exact_filtered_truth_now(
         store.delete_images(conn, [int(i) for i in rng.permutation(ids)[: min(deleted, len(ids))]])
     _add(engine, service, rng.normal(size=(recent, DIM)).astype(np.float32), labels(recent))  # since the build
 
-    queries = rng.normal(size=(3, DIM)).astype(np.float32)
+    queries = rng.normal(size=(nq, DIM)).astype(np.float32)
     options = SearchOptions(where={"label": label} if label is not None else None)
     drawn = {"indexed": indexed, "deleted": deleted, "recent": recent, "k": k, "label": label, "seed": seed}
     # first with the filter new (index and widening); then with its pass rate known: exact in Postgres when
     # few rows pass it, or (no exact path) the index asked deep enough at once
+    # (the tiny services here never measure a rate over enough candidates: trust any, for these calls)
     for exact_max in (search.EXACT_FILTERED_MAX, search.EXACT_FILTERED_MAX, 0):
-        saved, search.EXACT_FILTERED_MAX = search.EXACT_FILTERED_MAX, exact_max
+        saved = search.EXACT_FILTERED_MAX, search._RATE_SAMPLE
+        search.EXACT_FILTERED_MAX, search._RATE_SAMPLE = exact_max, 0
         try:
             found = search.search_vectors(engine, service, index, queries, k, options)
         finally:
-            search.EXACT_FILTERED_MAX = saved
+            search.EXACT_FILTERED_MAX, search._RATE_SAMPLE = saved
         for query, hits in zip(queries, found, strict=True):
             assert [hit.embedding_id for hit in hits] == _truth(engine, service, query, k, label), str(drawn)
             expected = [float(((hit_vector(engine, service, h.embedding_id) - query) ** 2).sum() / DIM) for h in hits]
@@ -112,3 +123,30 @@ def hit_vector(engine: Engine, service: ServiceRecord, embedding_id: int) -> np.
     with engine.connect() as conn:
         stored = store.read_service_vectors(conn, service.id, DIM)
     return stored.vectors[list(stored.ids).index(embedding_id)]
+
+
+def test_a_rate_from_a_few_candidates_never_sends_a_filter_to_the_exact_scan(
+    engine: Engine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One k=1 search whose one candidate fails a filter that 30 % of rows pass measures a pass rate of
+    0: trusted, it would rank every later search with that filter by a scan in Postgres, for good."""
+    rng = np.random.default_rng(3)
+    with engine.begin() as conn:
+        service = store.create_service(
+            conn, name=f"noisy_{uuid.uuid4().hex[:8]}", model="synthetic", weights="none", layer="-",
+            input_size=0, metric="l2", dim=DIM,
+        )  # fmt: skip
+    vectors = rng.normal(size=(200, DIM)).astype(np.float32)
+    _add(engine, service, vectors, ["b"] + ["a" if i % 3 == 0 else "b" for i in range(199)])
+    build_generation(engine, service, tmp_path / "ix", index_type="Flat")
+    index = load_current(engine, service)
+    exact: list[int] = []
+    real = store.search_exact
+    monkeypatch.setattr(store, "search_exact", lambda *a, **kw: exact.append(1) or real(*a, **kw))
+    options = SearchOptions(where={"label": "a"})
+    first = search.search_vectors(engine, service, index, vectors[:1], 1, options)  # its nearest is a "b"
+    assert first[0]
+    assert first[0][0].metadata["label"] == "a"
+    for query in vectors[1:6]:
+        search.search_vectors(engine, service, index, query[None], 1, options)
+    assert exact == []

@@ -29,10 +29,30 @@ _MARGIN = 2  # ask for this many times the candidates the join's observed pass r
 # deep enough for the filter's pass rate. The crossover measured by `python -m bench` (its filtered rows)
 # at 20k x 512: about 2,000 rows (Postgres reads each row's TOASTed vector, ~7 us a row).
 EXACT_FILTERED_MAX = 2_000
-# Per service and filter, the share of index candidates the last search's join kept: the next search
-# with that filter asks the index deep enough at once, or goes exact (a few KiB; the oldest forgotten).
-_PASS_RATES: OrderedDict[tuple[Any, ...], float] = OrderedDict()
+# Per service and filter, how many of the index's first-round candidates the join kept, of how many: the
+# next search with that filter asks the index deep enough at once, or goes exact (a few KiB; the oldest
+# forgotten). The exact route is taken only on a rate measured over _RATE_SAMPLE candidates at least (10
+# unlucky ones must not send a loose filter to a scan for good), and every _RECHECK_EVERY-th search of
+# an exact-routed filter goes through the index again, to measure anew.
+_PASS_RATES: OrderedDict[tuple[Any, ...], _PassRate] = OrderedDict()
 _PASS_RATES_MAX = 4096
+_RATE_SAMPLE = 1000
+_RECHECK_EVERY = 64
+_DEPTH_MAX_FACTOR = 64  # a first round asks for at most 64 x k candidates; widening goes deeper if needed
+_EXACT_NO_INDEX_MAX_QUERIES = 4  # without an index, batches larger than this read the vectors once (COPY)
+
+
+@dataclass(slots=True)
+class _PassRate:
+    kept: int = 0
+    found: int = 0
+    exact_searches: int = 0
+
+    @property
+    def rate(self) -> float:
+        return self.kept / self.found if self.found else 1.0
+
+
 _RATES_LOCK = threading.Lock()
 
 
@@ -156,10 +176,12 @@ def _search_rounds(
     query never re-runs the batch."""
     passes = store.HitFilter(options.where, options.categories, options.objects_only)
     rate = _pass_rate(service, passes)
-    if index is None or (rate is not None and passes.where is not None and rate * _size(index) <= EXACT_FILTERED_MAX):
+    if (index is None and len(queries) <= _EXACT_NO_INDEX_MAX_QUERIES) or _goes_exact(index, passes, rate):
         return store.search_exact(conn, service, queries, k, passes)  # no index, or a filter few rows pass
     # a filter seen before: as deep at once as its pass rate says k hits need (else k, and widening)
-    depth = k if rate is None else max(k, min(_size(index), math.ceil(_MARGIN * k / max(rate, 1e-9))))
+    depth = k
+    if rate is not None and rate.found:
+        depth = max(k, min(_size(index), _DEPTH_MAX_FACTOR * k, math.ceil(_MARGIN * k / max(rate.rate, 1e-9))))
     ids, dist, rows, backlog = _first_round(conn, service, index, queries, depth, options, passes)
     recent = _recent_hits(rows, queries, k, service.metric)
     if passes.active:
@@ -167,7 +189,7 @@ def _search_rounds(
     total = _size(index) + len(backlog)
     results: list[list[Hit]] = [[] for _ in range(len(queries))]
     pending = np.arange(len(queries))
-    k_index, complete = depth, False  # complete: every stored vector can be a candidate at k_index = total
+    k_index, complete = depth, index is None  # complete: every stored vector can be a candidate at k_index = total
     for round_no in range(_MAX_ROUNDS):
         if round_no:
             ids, dist = _candidates(index, backlog, queries[pending], k_index, service.metric, options)
@@ -196,8 +218,20 @@ def _search_rounds(
     return results
 
 
-def _size(index: LoadedIndex) -> int:
-    return int(index.index.ntotal)
+def _size(index: LoadedIndex | None) -> int:
+    return int(index.index.ntotal) if index is not None else 0
+
+
+def _goes_exact(index: LoadedIndex | None, passes: store.HitFilter, rate: _PassRate | None) -> bool:
+    """A metadata filter whose well-measured pass rate says at most EXACT_FILTERED_MAX rows pass it: rank
+    those rows in Postgres (but every _RECHECK_EVERY-th time, measure the rate again through the index)."""
+    if index is None or passes.where is None or rate is None or rate.found < _RATE_SAMPLE:
+        return False
+    if rate.rate * _size(index) > EXACT_FILTERED_MAX:
+        return False
+    with _RATES_LOCK:
+        rate.exact_searches += 1
+        return rate.exact_searches % _RECHECK_EVERY != 0
 
 
 def _rate_key(service: ServiceRecord, passes: store.HitFilter) -> tuple[Any, ...]:
@@ -206,7 +240,7 @@ def _rate_key(service: ServiceRecord, passes: store.HitFilter) -> tuple[Any, ...
     return (service.id, where, categories, passes.objects_only)
 
 
-def _pass_rate(service: ServiceRecord, passes: store.HitFilter) -> float | None:
+def _pass_rate(service: ServiceRecord, passes: store.HitFilter) -> _PassRate | None:
     if not passes.active:
         return None
     with _RATES_LOCK:
@@ -219,11 +253,14 @@ def _observe_rate(service: ServiceRecord, passes: store.HitFilter, ids: np.ndarr
     found = int((ids >= 0).sum())
     if not found:
         return
-    rate = sum(len(hits) for hits in rows.hits) / found
+    kept = sum(len(hits) for hits in rows.hits)
     key = _rate_key(service, passes)
     with _RATES_LOCK:
-        _PASS_RATES[key] = rate
-        _PASS_RATES.move_to_end(key)
+        seen = _PASS_RATES.pop(key, None) or _PassRate()
+        if seen.found > 8 * _RATE_SAMPLE:  # older searches weigh less: the data may have changed since
+            seen.kept, seen.found = seen.kept // 2, seen.found // 2
+        seen.kept, seen.found = seen.kept + kept, seen.found + found
+        _PASS_RATES[key] = seen
         while len(_PASS_RATES) > _PASS_RATES_MAX:
             _PASS_RATES.popitem(last=False)
 

@@ -176,7 +176,13 @@ def reading(engine: Engine) -> Iterator[Connection]:
 def unbounded(conn: Connection) -> None:
     """Lift the statement and lock timeouts for the rest of the caller's transaction, for work that may
     rightly take long: waiting for another build or migration, reading every vector of a service."""
-    conn.execute(text("SELECT set_config('statement_timeout', '0', true), set_config('lock_timeout', '0', true)"))
+    conn.execute(
+        text(
+            "SELECT set_config('statement_timeout', '0', true), set_config('lock_timeout', '0', true), "
+            # a build's snapshot stays open, idle, while it trains and writes: a server limit must not end it
+            "set_config('idle_in_transaction_session_timeout', '0', true)"
+        )
+    )
 
 
 def alembic_config(engine: Engine) -> Config:

@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 from sqlalchemy import Connection
 
-from simsearch.store.read import raw_connection
+from simsearch.store.read import run_prepared
 from simsearch.store.records import Hit, ServiceRecord
 
 RECENT_MAX = 4096  # rows newer than the index, at most, that one statement returns (more: read by COPY)
@@ -117,7 +117,7 @@ def search_rows(
     statement = _statement(
         service_id, after, passes.where is not None, passes.categories is not None, passes.objects_only
     )
-    rows = raw_connection(conn).execute(statement, params, prepare=True, binary=True).fetchall()
+    rows = run_prepared(conn, statement, params, binary=True)
     hits: list[list[Hit]] = [[] for _ in range(ids.shape[0])]
     recent: list[Hit] = []
     vectors: list[Any] = []
@@ -189,8 +189,8 @@ def search_exact(
         "categories": list(passes.categories) if passes.categories is not None else None,
     }
     hits: list[list[Hit]] = [[] for _ in range(len(queries))]
-    for q, eid, dist, image_id, roi_id, uri, width, height, sha256, metadata, category, prob, bbox in (
-        raw_connection(conn).execute(statement, params, prepare=True, binary=True).fetchall()
+    for q, eid, dist, image_id, roi_id, uri, width, height, sha256, metadata, category, prob, bbox in run_prepared(
+        conn, statement, params, binary=True
     ):
         box = tuple(bbox) if bbox is not None else None
         hits[q].append(Hit(eid, dist, image_id, roi_id, uri, width, height, sha256, metadata, category, prob, box))

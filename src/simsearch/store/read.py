@@ -7,8 +7,9 @@ with one `np.frombuffer` and no Python object per row.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import psycopg
@@ -46,6 +47,19 @@ def raw_connection(conn: Connection) -> psycopg.Connection:
     if not isinstance(raw, psycopg.Connection):
         raise TypeError("simsearch drives Postgres with psycopg 3 (postgresql+psycopg://)")
     return raw
+
+
+def run_prepared(
+    conn: Connection, query: str, params: Sequence[object] | Mapping[str, object], *, binary: bool = False
+) -> list[Any]:
+    """The rows of one prepared statement on the driver's connection (the hot paths: a search's statement,
+    the service lookup). A connection that broke under it is invalidated, so that the pool drops it rather
+    than fail to reset it (with a traceback in its log); the error goes on to the caller's 503."""
+    try:
+        return raw_connection(conn).execute(query, params, prepare=True, binary=binary).fetchall()
+    except psycopg.OperationalError as exc:
+        conn.invalidate(exc)
+        raise
 
 
 class _CopyParser:

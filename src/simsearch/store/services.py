@@ -8,7 +8,7 @@ from sqlalchemy import Connection, Table, func, insert, select, text, update
 from sqlalchemy.exc import IntegrityError
 
 from simsearch.errors import BadInput, Conflict, NotFound
-from simsearch.store.read import raw_connection
+from simsearch.store.read import run_prepared
 from simsearch.store.records import ServiceRecord
 from simsearch.store.tables import Embedding, Service
 
@@ -43,11 +43,8 @@ def find_service(conn: Connection, name: str) -> ServiceRecord | None:
     """The service of that name, attached or detached; None when there is none."""
     if "\x00" in name:
         return None  # no stored name has one (text holds no NUL), and Postgres would refuse the query
-    cursor = raw_connection(conn).execute(_BY_NAME, (name,), prepare=True)
-    row = cursor.fetchone()
-    if row is None:
-        return None
-    return ServiceRecord(**dict(zip(_COLUMNS, row, strict=True)))
+    rows = run_prepared(conn, _BY_NAME, (name,))
+    return ServiceRecord(**dict(zip(_COLUMNS, rows[0], strict=True))) if rows else None
 
 
 def find_detached_by_repository(conn: Connection, repository: str) -> ServiceRecord | None:
