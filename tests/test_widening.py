@@ -156,3 +156,24 @@ def test_a_filter_nothing_passes_ends_after_a_bounded_number_of_rounds(
         assert joined == []
     else:
         assert 1 < len(joined) <= 5
+
+
+@pytest.mark.parametrize("index_type", ["Flat", "IVF16,Flat", "HNSW16"])
+def test_rows_the_index_does_not_reach_are_ranked_in_postgres_not_by_a_whole_index_search(
+    engine: Engine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, index_type: str
+) -> None:
+    """A filter only a few far-away rows pass: once widening would search the whole index (an HNSW graph
+    with ef = every row costs seconds at 100k), the short queries are ranked exactly in Postgres over the
+    rows that pass, and the answer is exact."""
+    rng = np.random.default_rng(8)
+    dogs = rng.normal(size=(3000, DIM)).astype(np.float32)
+    cats = 40.0 + rng.normal(size=(5, DIM)).astype(np.float32)  # far from every query
+    service, ids = _service(engine, np.concatenate([dogs, cats]), ["dog"] * len(dogs) + ["cat"] * len(cats))
+    index = _loaded(engine, service, index_type, tmp_path / "ix")
+    asked: list[int] = []
+    real = faiss_index.search
+    monkeypatch.setattr(faiss_index, "search", lambda *a, **kw: asked.append(a[2]) or real(*a, **kw))
+    queries = dogs[:2] + 0.1
+    hits = search_vectors(engine, service, index, queries, K, CAT)
+    assert [{h.embedding_id for h in per_query} for per_query in hits] == [set(ids[-5:].tolist())] * 2
+    assert max(asked) < len(dogs)  # no round asked the index for every row

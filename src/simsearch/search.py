@@ -208,6 +208,13 @@ def _search_rounds(
             break
         pending = np.asarray(short)
         if need >= total or index_short or round_no == _MAX_ROUNDS - 2:  # the last round sees every row
+            if not complete and passes.active:
+                # A filter the index could not answer at this depth: rank the rows that pass it exactly in
+                # Postgres (their number bounds the work; a whole-graph HNSW search costs seconds)
+                exact = store.search_exact(conn, service, queries[pending], k, passes)
+                for query_no, hits in zip(pending, exact, strict=True):
+                    results[query_no] = hits
+                return results
             if not complete:
                 # An IVF/HNSW search visits only part of the index, so even k = all may miss rows that pass
                 # the filter: search every list (and deep graphs) before giving fewer than k.
