@@ -179,7 +179,7 @@ def bench_filtered(
         for key, share in SHARES.items():
             where = {key: 3 if key != "p50" else 1}
             recalls, seconds, ef = _one_share(
-                db, service, index, pgs, queries, k, where, ef_search=ef_search, runs=runs
+                db, service, index, pgs, queries[:QUERIES], k, where, share, ef_search=ef_search, runs=runs
             )
             for name, s in seconds.items():
                 setting = f"hnsw.ef_search={ef}" if name == "pgvector hnsw iterative" else ""
