@@ -46,7 +46,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     add("--dim", type=int, default=512, help="vector dimension (default: %(default)s)")
     add("--k", type=int, default=10, help="neighbours per query (default: %(default)s)")
     add("--queries", type=int, default=300, help="query vectors, each call one (default: %(default)s)")
-    add("--ef-search", type=int, default=24, help="FAISS HNSW32 efSearch of every search (default: %(default)s)")
+    add("--ef-search", type=int, default=96, help="FAISS HNSW32 efSearch of every search (default: %(default)s)")
     add("--pg-ef-search", type=int, default=64, help="pgvector hnsw.ef_search (default: %(default)s)")
     add("--clients", type=int, default=8, help="concurrent clients of the concurrent rows (default: %(default)s)")
     add(
@@ -232,8 +232,9 @@ def main(argv: Sequence[str] | None = None) -> None:
         del vectors
         hnsw_build_seconds(db, service)  # pgvector's index, for the concurrent reference
         photos = Path(tmp) / "photos"
+        originals = photos
         if args.deepdetect:
-            write_samples(photos)
+            originals, _ = write_samples(photos)
         server, client = start_server(db, Path(tmp) / "home", photos, workers=args.workers)
         try:
             client.post("/api/v1/services/bench/builds", json={"index_type": "HNSW32"}).raise_for_status()
@@ -242,7 +243,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             )
             vector_rows(run, args, db, service, client)
             if args.deepdetect:
-                deepdetect_rows(run, client, photos)
+                deepdetect_rows(run, client, originals)
         finally:
             client.close()
             server.terminate()
