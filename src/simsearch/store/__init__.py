@@ -15,12 +15,12 @@ from simsearch.store.builds import (
 )
 from simsearch.store.db import Timeouts, make_engine, masked_url, reading, unbounded, upgrade
 from simsearch.store.embedded import embedded_postgres
-from simsearch.store.hits import NO_RECENT, HitFilter, SearchRows, search_exact, search_rows
+from simsearch.store.hits import HitFilter, SearchRows, search_exact, search_rows
 from simsearch.store.images import get_image, image_ids, image_vector, list_images, update_metadata
 from simsearch.store.notify import CHANNEL, announce_generation, listen_generations
 from simsearch.store.objects import category_ids, image_objects, rank_images, replace_objects
 from simsearch.store.outage import database_unavailable
-from simsearch.store.read import VectorSet, max_embedding_id, read_recent_vectors, read_service_vectors
+from simsearch.store.read import VectorSet, max_embedding_id, read_service_vectors
 from simsearch.store.records import (
     SCORES,
     BuildRecord,
@@ -51,7 +51,6 @@ from simsearch.store.write import delete_images, replace_image_vectors, upsert_i
 
 __all__ = [
     "CHANNEL",
-    "NO_RECENT",
     "SCORES",
     "BuildRecord",
     "Hit",
@@ -99,7 +98,6 @@ __all__ = [
     "masked_url",
     "max_embedding_id",
     "rank_images",
-    "read_recent_vectors",
     "read_service_vectors",
     "reading",
     "reattach_service",

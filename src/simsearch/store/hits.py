@@ -24,20 +24,42 @@ LEFT JOIN roi r ON r.id = e.roi_id
 LEFT JOIN category c ON c.id = r.category_id"""
 
 
-@functools.lru_cache(maxsize=256)
-def _statement(service_id: int, after: int, where: bool, categories: bool, objects_only: bool) -> str:
-    """The statement for one service, one index watermark and one shape of filter: the two integers inline
-    and only the conditions the filter has, so that Postgres's generic plan of the prepared statement is
-    as cheap as a custom one and is kept after 5 runs (planning it costs several times running it)."""
+def _conditions(where: bool, categories: bool, objects_only: bool) -> str:
+    """` AND ...` for each part of a filter: image metadata containment, object categories, objects only."""
     passes = [
         *(["i.metadata @> %(filter)s::jsonb"] if where else []),
         *(["c.name = ANY(%(categories)s::text[])"] if categories else []),
         *(["e.roi_id IS NOT NULL"] if objects_only else []),
     ]
+    return "".join(f" AND {p}" for p in passes)
+
+
+def _filter_params(passes: HitFilter) -> dict[str, Any]:
+    return {
+        "filter": json.dumps(passes.where) if passes.where is not None else None,
+        "categories": list(passes.categories) if passes.categories is not None else None,
+    }
+
+
+def _hit(row: Sequence[Any]) -> Hit:
+    """A Hit from the columns both statements return after the query number (a recent row's distance is
+    NULL until it is searched: 0.0 meanwhile)."""
+    eid, dist, image_id, roi_id, uri, width, height, sha256, metadata, category, prob, bbox = row
+    box = tuple(bbox) if bbox is not None else None
+    return Hit(
+        eid, 0.0 if dist is None else dist, image_id, roi_id, uri, width, height, sha256, metadata, category, prob, box
+    )
+
+
+@functools.lru_cache(maxsize=256)
+def _statement(service_id: int, after: int, where: bool, categories: bool, objects_only: bool) -> str:
+    """The statement for one service, one index watermark and one shape of filter: the two integers inline
+    and only the conditions the filter has, so that Postgres's generic plan of the prepared statement is
+    as cheap as a custom one and is kept after 5 runs (planning it costs several times running it)."""
     recent_joins = (["JOIN image i ON i.id = e.image_id"] if where else []) + (
         ["JOIN roi r ON r.id = e.roi_id", "JOIN category c ON c.id = r.category_id"] if categories else []
     )
-    also = "".join(f" AND {p}" for p in passes)
+    also = _conditions(where, categories, objects_only)
     # query_no -1: a recent row (no distance yet), with its vector; the same columns as simsearch_join_hits
     return f"""WITH recent AS (
     SELECT e.id FROM embedding e {" ".join(recent_joins)}
@@ -110,9 +132,7 @@ def search_rows(
         "q": _array_literal(query_no),
         "ids": _array_literal(ids[valid]),
         "dists": _array_literal(dists[valid]),
-        "filter": json.dumps(passes.where) if passes.where is not None else None,
-        "categories": list(passes.categories) if passes.categories is not None else None,
-        "objects_only": passes.objects_only,
+        **_filter_params(passes),
     }
     statement = _statement(
         service_id, after, passes.where is not None, passes.categories is not None, passes.objects_only
@@ -121,22 +141,8 @@ def search_rows(
     hits: list[list[Hit]] = [[] for _ in range(ids.shape[0])]
     recent: list[Hit] = []
     vectors: list[Any] = []
-    for q, eid, dist, image_id, roi_id, uri, width, height, sha256, metadata, category, prob, bbox, vector in rows:
-        box = tuple(bbox) if bbox is not None else None
-        hit = Hit(
-            eid,
-            0.0 if dist is None else dist,
-            image_id,
-            roi_id,
-            uri,
-            width,
-            height,
-            sha256,
-            metadata,
-            category,
-            prob,
-            box,
-        )
+    for q, *columns, vector in rows:
+        hit = _hit(columns)
         if q >= 0:
             hits[q].append(hit)
         else:
@@ -151,12 +157,7 @@ def search_rows(
 def _exact_statement(service_id: int, dim: int, metric: str, where: bool, categories: bool, objects_only: bool) -> str:
     """Per query vector, its k nearest stored rows that pass the filter, by pgvector's exact distance
     (no index: a filter's rows through its index, or every row of the service), reported as FAISS's."""
-    passes = [
-        *(["i.metadata @> %(filter)s::jsonb"] if where else []),
-        *(["c.name = ANY(%(categories)s::text[])"] if categories else []),
-        *(["e.roi_id IS NOT NULL"] if objects_only else []),
-    ]
-    also = "".join(f" AND {p}" for p in passes)
+    also = _conditions(where, categories, objects_only)
     # l2: Σ(q−x)²/D; cosine: sqrt(2 − 2·ip), as faiss_index.reported_distance (<#> is −ip)
     order = "e.vector <#> q.v" if metric == "cosine" else "e.vector <-> q.v"
     reported = f"sqrt(greatest(0, 2 + 2 * ({order})))" if metric == "cosine" else f"power({order}, 2) / {int(dim)}"
@@ -182,16 +183,8 @@ def search_exact(
         service.id, service.dim, service.metric, passes.where is not None, passes.categories is not None,
         passes.objects_only,
     )  # fmt: skip
-    params = {
-        "qs": list(queries),
-        "k": k,
-        "filter": json.dumps(passes.where) if passes.where is not None else None,
-        "categories": list(passes.categories) if passes.categories is not None else None,
-    }
+    params = {"qs": list(queries), "k": k, **_filter_params(passes)}
     hits: list[list[Hit]] = [[] for _ in range(len(queries))]
-    for q, eid, dist, image_id, roi_id, uri, width, height, sha256, metadata, category, prob, bbox in run_prepared(
-        conn, statement, params, binary=True
-    ):
-        box = tuple(bbox) if bbox is not None else None
-        hits[q].append(Hit(eid, dist, image_id, roi_id, uri, width, height, sha256, metadata, category, prob, box))
+    for q, *columns in run_prepared(conn, statement, params, binary=True):
+        hits[q].append(_hit(columns))
     return hits

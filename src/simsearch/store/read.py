@@ -179,29 +179,6 @@ def read_service_vectors(
     return copy_vectors(raw_connection(conn), _SELECT, _bounds(service_id, after_id, upto_id), dim=dim, count=count)
 
 
-_FEW = 4096  # up to this many recent vectors, one plain query beats counting first and COPY
-
-
-def read_recent_vectors(conn: Connection, service_id: int, dim: int, *, after_id: int) -> VectorSet:
-    """The vectors added since an index was built (id > after_id): one round trip in the usual case
-    of a few (or none), binary COPY when a large backlog has built up."""
-    rows = (
-        raw_connection(conn)
-        .execute(
-            "SELECT id, vector FROM embedding WHERE service_id = %s AND id > %s ORDER BY id LIMIT %s",
-            (service_id, after_id, _FEW + 1),
-        )
-        .fetchall()
-    )
-    if len(rows) > _FEW:
-        return read_service_vectors(conn, service_id, dim, after_id=after_id)
-    ids = np.fromiter((row[0] for row in rows), dtype=np.int64, count=len(rows))
-    vectors = np.empty((len(rows), dim), np.float32)
-    for i, row in enumerate(rows):
-        vectors[i] = row[1].to_numpy()  # pgvector's psycopg loader gives Vector objects
-    return VectorSet(ids=ids, vectors=vectors)
-
-
 def max_embedding_id(conn: Connection, service_id: int) -> int:
     row = (
         raw_connection(conn)
