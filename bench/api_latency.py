@@ -25,14 +25,12 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-import faiss
 import httpx
-import numpy as np
 
 from bench import concurrent_qps, percentiles
 from bench.data import Database, Mixture, embedded_database, load_vectors
 from bench.pgvector import PgvectorSearch, connect, hnsw_build_seconds
-from simsearch import store
+from bench.search import exact_truth, recall
 from simsearch.index import load_current
 from simsearch.samples import write_samples
 from simsearch.search import SearchOptions, search_vectors
@@ -100,11 +98,6 @@ def start_server(
     raise RuntimeError("simsearch serve did not become healthy in 2 minutes")
 
 
-def recall(found: Sequence[Sequence[int]], truth: np.ndarray) -> float:
-    k = truth.shape[1]
-    return float(np.mean([len(set(f[:k]) & set(t)) / k for f, t in zip(found, truth.tolist(), strict=True)]))
-
-
 class Run:
     """The numbers of one run, printed as they come and kept for the JSON."""
 
@@ -150,9 +143,9 @@ def vector_rows(run: Run, args: argparse.Namespace, db: Database, service: Servi
         "http_search", "POST /api/v1/services/{name}/search by vector, 1 client", timed_calls(over_http, args.queries)
     )
     run.value("http_search_overhead_ms", "HTTP overhead: the two medians' difference", http - ours, "ms")
-    truth, image_of = _truth(db, service, queries, args.k)
+    truth, image_of = exact_truth(db.engine, service, queries, args.k), _embedding_of_image(db, service)
     http_found = [[image_of[image_id] for image_id in found[i]] for i in range(args.queries)]
-    run.value("http_search_recall", f"recall@{args.k} of the HTTP search", recall(http_found, truth))
+    run.value("http_search_recall", f"recall@{args.k} of the HTTP search", recall(http_found, truth, args.k))
 
     def http_worker() -> Callable[[int], object]:
         own = httpx.Client(base_url=client.base_url, timeout=600)
@@ -181,20 +174,17 @@ def vector_rows(run: Run, args: argparse.Namespace, db: Database, service: Servi
     )
     run.numbers |= {"http_8clients_p99_ms": http_p99, "pgvector_8clients_p99_ms": pg_p99}
     run.value("http_8clients_vs_pgvector_hnsw", "  ratio", http_qps / pg_qps)
-    pg_recall = recall([pg_found[i] for i in range(args.queries)], truth)
+    pg_recall = recall([pg_found[i] for i in range(args.queries)], truth, args.k)
     run.value("pgvector_recall", f"recall@{args.k} of pgvector hnsw at ef_search {args.pg_ef_search}", pg_recall)
 
 
-def _truth(db: Database, service: ServiceRecord, queries: np.ndarray, k: int) -> tuple[np.ndarray, dict[int, int]]:
-    """The exact k nearest embedding ids per query, and each image's embedding id (one each here)."""
+def _embedding_of_image(db: Database, service: ServiceRecord) -> dict[int, int]:
+    """Each image's embedding id (one each here): the HTTP answers name images, the truth embeddings."""
     with db.engine.connect() as conn:
-        stored = store.read_service_vectors(conn, service.id, service.dim)
         pairs = conn.connection.driver_connection.execute(  # type: ignore[union-attr]
             "SELECT image_id, id FROM embedding WHERE service_id = %s", (service.id,)
         )
-        image_of = {int(image_id): int(embedding_id) for image_id, embedding_id in pairs}
-    _, positions = faiss.knn(np.ascontiguousarray(queries, dtype=np.float32), stored.vectors, k)
-    return np.asarray(stored.ids[positions]), image_of
+        return {int(image_id): int(embedding_id) for image_id, embedding_id in pairs}
 
 
 def deepdetect_rows(run: Run, client: httpx.Client, photos: Path) -> None:

@@ -21,7 +21,7 @@ from sqlalchemy import Engine, text
 
 from bench import Row, interleaved_medians
 from bench.data import Database
-from bench.pgvector import connect
+from bench.pgvector import connect, distance_sql
 from bench.search import TARGET_RECALL, recall
 from simsearch import search, store
 from simsearch.index import LoadedIndex
@@ -75,7 +75,7 @@ class PgFiltered:
     exactly (the bare column, which no index matches: the filter's rows, then a sort)."""
 
     def __init__(self, raw: psycopg.Connection, service: ServiceRecord, *, hnsw: bool) -> None:
-        dist = f"e.vector::vector({service.dim}) <-> %(q)s" if hnsw else "e.vector <-> %(q)s"
+        dist = distance_sql(service, hnsw=hnsw, query="%(q)s")
         self.raw, self.hnsw = raw, hnsw
         self.sql = (
             f"SELECT e.id, i.uri, i.metadata, {dist} AS dist FROM embedding e JOIN image i ON i.id = e.image_id "

@@ -50,7 +50,7 @@ def hnsw_build_seconds(
     return seconds
 
 
-def _distance(service: ServiceRecord, *, hnsw: bool, query: str) -> str:
+def distance_sql(service: ServiceRecord, *, hnsw: bool, query: str) -> str:
     # Through the index: the expression it was built on. Exact: the bare column, which no index matches.
     return f"e.vector::vector({service.dim}) <-> {query}" if hnsw else f"e.vector <-> {query}"
 
@@ -58,7 +58,7 @@ def _distance(service: ServiceRecord, *, hnsw: bool, query: str) -> str:
 def single_sql(service: ServiceRecord, *, hnsw: bool) -> str:
     """One query vector (%(q)s) per statement. The service id is inlined so that the planner matches the
     partial index in every plan, generic ones too."""
-    dist = _distance(service, hnsw=hnsw, query="%(q)s")
+    dist = distance_sql(service, hnsw=hnsw, query="%(q)s")
     return (
         f"SELECT {_COLUMNS.format(dist=dist)} FROM embedding e JOIN image i ON i.id = e.image_id "
         f"WHERE e.service_id = {int(service.id)} ORDER BY {dist} LIMIT %(k)s"
@@ -67,7 +67,7 @@ def single_sql(service: ServiceRecord, *, hnsw: bool) -> str:
 
 def batched_sql(service: ServiceRecord, *, hnsw: bool) -> str:
     """All query vectors (%(qs)s, a vector[]) in one statement: a LATERAL kNN per query."""
-    dist = _distance(service, hnsw=hnsw, query="q.v")
+    dist = distance_sql(service, hnsw=hnsw, query="q.v")
     return (
         f"SELECT q.ord, h.* FROM unnest(%(qs)s::vector({service.dim})[]) WITH ORDINALITY AS q(v, ord) "
         f"CROSS JOIN LATERAL (SELECT {_COLUMNS.format(dist=dist)} FROM embedding e JOIN image i ON i.id = e.image_id "
